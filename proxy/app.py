@@ -1,0 +1,77 @@
+"""Assembles a :class:`~proxy.session.runtime.Generation` from a configuration.
+
+Everything that can fail on bad input (rules, list files, certificates) is loaded here,
+before anything is swapped in, so ``check-config``, start-up and reload share one path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from proxy.checks.base import Services
+from proxy.checks.registry import all_symbol_defs
+from proxy.config.schema import Config
+from proxy.policy.engine import Policy
+from proxy.policy.rules import Rules, bundled_rules_dir, load_rules
+from proxy.session.pipeline import Pipeline
+from proxy.session.runtime import Generation, build_tls_context
+
+RULE_SUFFIXES = (".toml", ".yaml", ".yml")
+_executor: ThreadPoolExecutor | None = None
+
+
+def rule_files(config: Config) -> list[Path]:
+    folder = Path(config.policy.rules_dir) if config.policy.rules_dir else bundled_rules_dir()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"rules folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.suffix in RULE_SUFFIXES)
+    return files + [Path(p) for p in config.policy.site_rules]
+
+
+def load_policy_rules(config: Config) -> Rules:
+    return load_rules(rule_files(config), all_symbol_defs())
+
+
+def executor(max_workers: int = 8) -> ThreadPoolExecutor:
+    """The bounded thread pool for synchronous libraries (pyspf, Maildir writes...)."""
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="spamgate-blocking")
+    return _executor
+
+
+async def run_blocking(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(executor(), fn, *args)
+
+
+def build_services(config: Config) -> Services:
+    return Services(config=config, run_blocking=run_blocking)
+
+
+def build_generation(config: Config, services: Services | None = None) -> Generation:
+    rules = load_policy_rules(config)
+    policy = Policy(rules, observe=config.server.mode == "observe")
+    services = services or build_services(config)
+    pipeline = Pipeline(config, services, policy)
+    return Generation(
+        config=config,
+        policy=policy,
+        pipeline=pipeline,
+        services=services,
+        tls_context=build_tls_context(config),
+        trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in config.proxy_protocol.trusted_networks],
+        forbidden=frozenset(c.upper() for c in config.smtp.forbidden_commands),
+        authserv_id=config.server.authserv_id or config.server.hostname,
+    )
+
+
+async def start_generation(gen: Generation) -> None:
+    await gen.pipeline.start()
+
+
+async def stop_generation(gen: Generation) -> None:
+    await gen.pipeline.stop()

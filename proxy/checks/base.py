@@ -1,0 +1,132 @@
+"""What a check is: a small module that looks at one SMTP stage and emits named symbols.
+
+A check never decides and never replies. It declares its symbols (:class:`SymbolDef`: name,
+default score, description, how a sender fixes it) and implements one coroutine,
+``check(ctx) -> list[Symbol]``, over a read-only :class:`CheckContext`. Scores, thresholds and
+actions come from ``rules/`` (:mod:`proxy.policy`). Evidence goes into ``Symbol.evidence`` so
+the log line says *why* (``RBL_ZEN(3){zen.spamhaus.org:127.0.0.4}``).
+
+Contract:
+- ``check`` must not block the event loop: DNS and store I/O are awaited through the injected
+  services, CPU-heavy work goes to ``services.run_blocking``.
+- A failure of the check's own dependencies (DNS timeout, store down) is a *symbol* (weight 0 by
+  default, e.g. ``SPF_TEMPERROR``), never "not listed" and never an exception. An exception that
+  escapes anyway becomes ``CHECK_ERROR{name}`` and the stage goes on.
+- ``check`` may read symbols of earlier stages through ``ctx.has_symbol`` (e.g. skip DNS lists
+  for an allowlisted client).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from proxy.config.schema import Config
+    from proxy.session.state import Connection, Transaction
+
+T = TypeVar("T")
+
+
+class Stage(enum.IntEnum):
+    """SMTP stages in the order a session meets them."""
+
+    CONNECT = 0
+    HELO = 1
+    MAIL = 2
+    RCPT = 3
+    DATA = 4
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolDef:
+    """A symbol a check can emit. ``score`` is the default; ``rules/`` may override it.
+
+    ``action`` forces a minimum action whenever the symbol fires ("tempfail" or "reject");
+    ``reply`` is the SMTP reply used for it (``"554 5.7.1 Relay access denied"``).
+    ``always_enforced`` symbols (relay control, protocol limits) keep their action even in
+    observe mode: observe mode must never turn spamgate into an open relay.
+    """
+
+    name: str
+    description: str
+    score: float = 0.0
+    remedy: str = ""
+    action: str = ""
+    reply: str = ""
+    always_enforced: bool = False
+
+    def hit(self, evidence: str = "") -> Symbol:
+        return Symbol(self.name, evidence)
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """One fired symbol with its evidence (the "options" of rspamd, the "reason" of Haraka)."""
+
+    name: str
+    evidence: str = ""
+
+
+@dataclass(slots=True)
+class Services:
+    """What checks may use, injected once at start. Filled by later subsystems."""
+
+    config: Config
+    resolver: Any = None  # proxy.dns.Resolver once the DNS layer is configured
+    store: Any = None  # proxy.state.Store once a store is configured
+    run_blocking: Callable[..., Awaitable[Any]] | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CheckContext:
+    """The read-only view a check gets of the session at its stage."""
+
+    stage: Stage
+    conn: Connection
+    txn: Transaction | None = None
+    rcpt: str = ""  # the recipient under test at the RCPT stage
+    message: bytes = b""  # the message at the DATA stage (CRLF line ends, unstuffed)
+    fired: frozenset[str] = frozenset()  # names of symbols fired so far in this transaction
+
+    def has_symbol(self, name: str) -> bool:
+        return name in self.fired
+
+
+class Check:
+    """Base class of all checks. Subclasses set the class attributes and implement ``check``.
+
+    ``Options`` is the dataclass of the check's ``[checks.<name>]`` section; it must have the
+    fields ``enabled`` and ``mode`` (see :class:`BaseOptions`).
+    """
+
+    name: ClassVar[str]
+    stage: ClassVar[Stage]
+    symbols: ClassVar[tuple[SymbolDef, ...]]
+    Options: ClassVar[type[Any]]
+    description: ClassVar[str] = ""
+    io: ClassVar[bool] = False  # True: awaits DNS/store I/O, runs as a task under the stage budget
+
+    def __init__(self, options: Any, services: Services) -> None:
+        self.options = options
+        self.services = services
+
+    async def check(self, ctx: CheckContext) -> list[Symbol]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        """Called once when the server starts (load files, start probes)."""
+
+    async def stop(self) -> None:
+        """Called once at shutdown."""
+
+
+def symbol_index(defs: tuple[SymbolDef, ...]) -> dict[str, SymbolDef]:
+    return {d.name: d for d in defs}

@@ -1,0 +1,51 @@
+"""Every check spamgate knows, in stage order. Add a check: write its module, list it here,
+give its symbols a line in ``rules/`` if the default score should differ, run ``make docs``.
+"""
+
+from __future__ import annotations
+
+from proxy.checks.base import Check, SymbolDef
+from proxy.checks.connect.static_lists import StaticLists
+from proxy.checks.core_symbols import CORE_SYMBOLS
+from proxy.checks.data.headers import HeaderSanity
+from proxy.checks.helo.syntax import HeloSyntax
+from proxy.checks.mail.sender_syntax import SenderSyntax
+from proxy.checks.rcpt.relay_control import RelayControl
+
+CHECKS: tuple[type[Check], ...] = (
+    # connect
+    StaticLists,
+    # helo
+    HeloSyntax,
+    # mail
+    SenderSyntax,
+    # rcpt
+    RelayControl,
+    # data
+    HeaderSanity,
+)
+
+# Checks that protect the relay: they cannot be disabled or observed.
+MANDATORY = frozenset({"relay_control"})
+
+
+def by_name() -> dict[str, type[Check]]:
+    return {c.name: c for c in CHECKS}
+
+
+def all_symbol_defs() -> dict[str, SymbolDef]:
+    defs: dict[str, SymbolDef] = {d.name: d for d in CORE_SYMBOLS}
+    for c in CHECKS:
+        for d in c.symbols:
+            if d.name in defs:
+                raise RuntimeError(f"symbol {d.name} declared twice ({c.name})")
+            defs[d.name] = d
+    return defs
+
+
+def symbol_owner() -> dict[str, str]:
+    owner = {d.name: "core" for d in CORE_SYMBOLS}
+    for c in CHECKS:
+        for d in c.symbols:
+            owner[d.name] = c.name
+    return owner

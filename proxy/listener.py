@@ -1,0 +1,227 @@
+"""The listening side: sockets, worker processes, signals.
+
+- Several listen addresses (IPv4 and IPv6); with ``workers > 1`` each worker process binds
+  its own sockets with SO_REUSEPORT and the kernel spreads connections between them. The
+  parent only supervises: it forwards SIGTERM/SIGHUP and restarts a worker that dies.
+- SIGTERM: stop accepting, close idle sessions with 421 4.3.2, let transactions in flight
+  finish for up to ``server.drain_timeout``, then 421 to what remains.
+- SIGHUP: re-read config and rules; a broken file is refused with a logged error and the
+  running configuration stays in force. Listen addresses and workers need a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from proxy import replies
+from proxy.app import build_generation, start_generation, stop_generation
+from proxy.config.fields import parse_hostport
+from proxy.config.schema import Config
+from proxy.session.runtime import Runtime
+from proxy.session.smtp import SmtpSession
+
+log = structlog.get_logger("spamgate")
+
+
+def bind_sockets(listen: list[str], *, reuseport: bool) -> list[socket.socket]:
+    socks = []
+    for item in listen:
+        host, port = parse_hostport(item, "server.listen")
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        s.bind(addr)
+        s.listen(4096)
+        s.setblocking(False)
+        socks.append(s)
+    return socks
+
+
+def worker_count(config: Config) -> int:
+    w = config.server.workers
+    if w == "auto":
+        return os.cpu_count() or 1
+    return max(1, int(w))
+
+
+class Server:
+    """One worker: the asyncio servers, the runtime, drain and reload."""
+
+    def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
+        self.config = config
+        self._reload_source = reload
+        self.runtime: Runtime | None = None
+        self.servers: list[asyncio.Server] = []
+        self.stopped = asyncio.Event()
+        self._reloading = False
+
+    async def start(self, socks: list[socket.socket]) -> None:
+        gen = build_generation(self.config)
+        await start_generation(gen)
+        self.runtime = rt = Runtime(gen)
+        loop = asyncio.get_running_loop()
+        for s in socks:
+            srv = await loop.create_server(lambda: SmtpSession(rt), sock=s, backlog=4096)
+            self.servers.append(srv)
+        log.info(
+            "started",
+            listen=self.config.server.listen,
+            downstream=self.config.relay.downstream or f"maildir:{self.config.relay.maildir}",
+            mode=self.config.server.mode,
+            pid=os.getpid(),
+            config=self.config.source,
+        )
+
+    async def reload(self) -> bool:
+        """Build the new generation completely, then swap it in; on error keep the old one."""
+        if self._reload_source is None or self.runtime is None or self._reloading:
+            return False
+        self._reloading = True
+        try:
+            config = self._reload_source()
+            gen = build_generation(config)
+            await start_generation(gen)
+        except Exception as exc:  # noqa: BLE001 - any broken file: refuse, keep running
+            log.error("reload_refused", error=str(exc))
+            return False
+        finally:
+            self._reloading = False
+        old = self.runtime.gen
+        self.runtime.gen = gen
+        self.config = config
+        log.info("reloaded", config=config.source, rules=list(gen.policy.rules.sources))
+        task = asyncio.ensure_future(stop_generation(old))
+        task.add_done_callback(lambda _t: None)
+        return True
+
+    async def drain(self) -> None:
+        rt = self.runtime
+        for srv in self.servers:
+            srv.close()
+        if rt is None:
+            return
+        rt.draining = True
+        timeout = rt.gen.config.server.drain_timeout
+        log.info("draining", sessions=len(rt.sessions), timeout_s=timeout)
+        for sess in list(rt.sessions):
+            if sess.txn is None:
+                sess._close_reason = "shutdown"
+                sess._close_with(replies.SHUTTING_DOWN)
+        deadline = time.monotonic() + timeout
+        while rt.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for sess in list(rt.sessions):
+            sess._close_reason = "shutdown_forced"
+            sess._close_with(replies.SHUTTING_DOWN)
+        await asyncio.sleep(0.05)
+        await stop_generation(rt.gen)
+        log.info("stopped", pid=os.getpid())
+
+    async def run(self, socks: list[socket.socket]) -> None:
+        await self.start(socks)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        pending: set[asyncio.Task[Any]] = set()
+
+        def on_hup() -> None:
+            t = asyncio.ensure_future(self.reload())
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        await stop.wait()
+        await self.drain()
+
+
+def _run_worker(config: Config, reload: Callable[[], Config] | None, socks: list[socket.socket]) -> None:
+    import uvloop
+
+    async def main() -> None:
+        await Server(config, reload).run(socks)
+
+    uvloop.run(main())
+
+
+def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
+    """Run spamgate until SIGTERM. Returns the process exit code."""
+    n = worker_count(config)
+    if n == 1:
+        _run_worker(config, reload, bind_sockets(config.server.listen, reuseport=False))
+        return 0
+    return _supervise(config, reload, n)
+
+
+def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> int:
+    # Bind once in the parent to fail early (address in use) with a clear message.
+    probe = bind_sockets(config.server.listen, reuseport=True)
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            for s in probe:
+                s.close()
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            code = 0
+            try:
+                _run_worker(config, reload, bind_sockets(config.server.listen, reuseport=True))
+            except BaseException:  # noqa: BLE001 - report and exit the child
+                import traceback
+
+                traceback.print_exc()
+                code = 1
+            os._exit(code)
+        children[pid] = slot
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGHUP, forward)
+    for slot in range(n):
+        spawn(slot)
+    for s in probe:
+        s.close()
+    log.info("supervisor_started", workers=n, pid=os.getpid())
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        slot = children.pop(pid, None)
+        if slot is None:
+            continue
+        if not stopping:
+            log.error("worker_died", pid=pid, status=status)
+            time.sleep(0.5)
+            spawn(slot)
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,113 @@
+"""From symbols to a verdict: accept / tag / tempfail / reject, with the reply a sender gets.
+
+At each stage the session hands the policy every symbol fired so far in the transaction
+(connect and HELO symbols included). The action is the strongest of
+- the forced action of any fired symbol (``action = "reject"`` in its rules entry), and
+- the threshold action of the total score (``[thresholds]``).
+
+Symbols of a check in observe mode, and every symbol when ``server.mode = "observe"``, are
+scored and logged but only count toward ``would_be``; the enforced ``action`` ignores them.
+``always_enforced`` symbols (relay control, protocol limits) are enforced in every mode.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from proxy.checks.base import Stage, Symbol
+from proxy.policy.rules import Rules, SymbolRule
+from proxy.replies import Reply
+
+
+class Action(enum.IntEnum):
+    ACCEPT = 0
+    TAG = 1
+    TEMPFAIL = 2
+    REJECT = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Action:
+        return cls[text.upper()]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A fired symbol with the score the rules give it."""
+
+    name: str
+    evidence: str
+    score: float
+    check: str
+    observe: bool = False
+
+    def render(self) -> str:
+        ev = f"{{{self.evidence}}}" if self.evidence else ""
+        flag = "~" if self.observe else ""
+        return f"{flag}{self.name}({self.score:g}){ev}"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    would_be: Action
+    score: float
+    cause: str  # the symbol that forced the action, or "score"
+    reply: Reply | None  # the reply for tempfail/reject (without the ref)
+
+
+ACCEPT = Verdict(Action.ACCEPT, Action.ACCEPT, 0.0, "", None)
+
+
+class Policy:
+    """Turns hits into verdicts. Built once per (re)load; cheap to call per stage."""
+
+    def __init__(self, rules: Rules, *, observe: bool = False) -> None:
+        self.rules = rules
+        self.observe = observe
+
+    def score(self, symbol: Symbol, check: str, *, observe: bool) -> Hit:
+        rule = self.rules.symbols.get(symbol.name)
+        score = rule.score if rule else 0.0
+        enforced = rule.always_enforced if rule else False
+        return Hit(symbol.name, symbol.evidence, score, check, observe and not enforced)
+
+    def decide(self, hits: Iterable[Hit], stage: Stage) -> Verdict:
+        total = enforced_total = 0.0
+        action = would = Action.ACCEPT
+        cause = would_cause = ""
+        reply = would_reply = None
+        rules = self.rules.symbols
+        for h in hits:
+            total += h.score
+            rule = rules.get(h.name)
+            observed = h.observe or (self.observe and not (rule and rule.always_enforced))
+            if not observed:
+                enforced_total += h.score
+            if rule is None or not rule.action:
+                continue
+            forced = Action.parse(rule.action)
+            if forced > would:
+                would, would_cause, would_reply = forced, h.name, self._reply(rule, forced, stage)
+            if not observed and forced > action:
+                action, cause, reply = forced, h.name, self._reply(rule, forced, stage)
+        t_would = self.rules.threshold_action(total)
+        if t_would > would:
+            would, would_cause, would_reply = t_would, "score", self.rules.reply_for(t_would, stage)
+        t_action = self.rules.threshold_action(enforced_total)
+        if t_action > action:
+            action, cause, reply = t_action, "score", self.rules.reply_for(t_action, stage)
+        if action < Action.TEMPFAIL:
+            reply = None
+        del would_cause, would_reply
+        return Verdict(action, would, total, cause, reply)
+
+    def _reply(self, rule: SymbolRule, action: Action, stage: Stage) -> Reply:
+        if rule.reply is not None:
+            return rule.reply
+        return self.rules.reply_for(action, stage)

@@ -1,0 +1,117 @@
+"""SMTP replies with enhanced status codes (RFC 3463) and the reference id a sender can quote.
+
+Every reply spamgate writes itself goes through :class:`Reply`; replies relayed from the
+downstream keep the downstream's code, enhanced code and text, line for line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_REPLY_RE = re.compile(r"^([2-5][0-9][0-9])(?:[ -]([245]\.[0-9]{1,3}\.[0-9]{1,3}))?(?:[ -](.*))?$", re.S)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str
+    text: str
+
+    @classmethod
+    def parse(cls, line: str) -> Reply:
+        """``"550 5.7.1 Rejected"`` -> Reply. A missing enhanced code is derived from the class."""
+        m = _REPLY_RE.match(line.strip())
+        if not m:
+            raise ValueError(f"not an SMTP reply: {line!r}")
+        code = int(m.group(1))
+        enhanced = m.group(2) or default_enhanced(code)
+        if enhanced[0] != str(code)[0]:
+            raise ValueError(f"enhanced code {enhanced} does not match reply code {code}")
+        return cls(code, enhanced, (m.group(3) or "").strip())
+
+    @property
+    def is_positive(self) -> bool:
+        return self.code < 400
+
+    @property
+    def is_temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def with_ref(self, ref: str) -> Reply:
+        return Reply(self.code, self.enhanced, f"[ref {ref}] {self.text}" if ref else self.text)
+
+    def render(self) -> str:
+        """The reply as written on the wire (without the final CRLF); multi-line aware."""
+        lines = self.text.split("\n") if self.text else [""]
+        out = []
+        last = len(lines) - 1
+        for i, line in enumerate(lines):
+            sep = " " if i == last else "-"
+            body = f"{self.enhanced} {line}".rstrip() if self.enhanced else line
+            out.append(f"{self.code}{sep}{body}")
+        return "\r\n".join(out)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced} {self.text}".replace("\n", " / ")
+
+
+def default_enhanced(code: int) -> str:
+    return {2: "2.0.0", 3: "", 4: "4.0.0", 5: "5.0.0"}[code // 100]
+
+
+def from_downstream(code: int, message: str) -> Reply:
+    """A downstream reply as aiosmtplib gives it (lines joined with '\\n'), enhanced code kept."""
+    lines = message.split("\n") if message else [""]
+    enhanced = ""
+    m = re.match(r"^([245]\.[0-9]{1,3}\.[0-9]{1,3}) ", lines[0] + " ")
+    if m and m.group(1)[0] == str(code)[0]:
+        enhanced = m.group(1)
+        prefix = enhanced + " "
+        lines = [ln[len(prefix) :] if ln.startswith(prefix) else ln for ln in lines]
+    return Reply(code, enhanced or default_enhanced(code), "\n".join(lines).rstrip())
+
+
+# Replies spamgate gives on its own, in one place so the QA test can check every one.
+OK = Reply(250, "2.0.0", "Ok")
+BYE = Reply(221, "2.0.0", "Bye")
+START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
+SYNTAX_ERROR = Reply(500, "5.5.2", "Syntax error, command unrecognized")
+LINE_TOO_LONG = Reply(500, "5.5.2", "Command line too long")
+NOT_IMPLEMENTED = Reply(502, "5.5.1", "Command not implemented")
+BAD_SEQUENCE_HELO = Reply(503, "5.5.1", "Send HELO/EHLO first")
+BAD_SEQUENCE_MAIL = Reply(503, "5.5.1", "Need MAIL command first")
+BAD_SEQUENCE_RCPT = Reply(503, "5.5.1", "Need RCPT command first")
+NESTED_MAIL = Reply(503, "5.5.1", "Sender already specified")
+NO_VALID_RCPT = Reply(554, "5.5.1", "No valid recipients")
+PARAM_SYNTAX = Reply(501, "5.5.4", "Syntax error in parameters or arguments")
+HELO_SYNTAX = Reply(501, "5.5.4", "Syntax: HELO/EHLO hostname")
+SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
+RCPT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
+UNKNOWN_PARAM = Reply(555, "5.5.4", "Unsupported MAIL/RCPT parameter")
+SMTPUTF8_NOT_OFFERED = Reply(555, "5.6.7", "SMTPUTF8 not offered")
+NON_ASCII_WITHOUT_SMTPUTF8 = Reply(553, "5.6.7", "Non-ASCII address requires SMTPUTF8")
+SIZE_EXCEEDED = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+TOO_MANY_RCPTS = Reply(452, "4.5.3", "Too many recipients")
+LINE_TOO_LONG_DATA = Reply(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6)")
+BARE_NEWLINE = Reply(554, "5.5.2", "Bare <LF> or <CR> received; lines must end with <CR><LF>")
+TLS_NOT_AVAILABLE = Reply(454, "4.7.0", "TLS not available")
+TLS_ALREADY = Reply(503, "5.5.1", "TLS already active")
+TLS_REQUIRED = Reply(530, "5.7.0", "Must issue a STARTTLS command first")
+NO_VRFY = Reply(252, "2.5.0", "Cannot VRFY user; send some mail and we will try our best")
+HELP = Reply(214, "2.0.0", "See RFC 5321")
+AUTH_NOT_OFFERED = Reply(502, "5.5.1", "AUTH not offered")
+PROTOCOL_ERROR = Reply(521, "5.5.1", "Protocol error: this is an SMTP server")
+PROXY_NOT_ALLOWED = Reply(554, "5.7.0", "PROXY header not accepted from this address")
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Too many errors, closing connection")
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0", "Too many connections, try again later")
+TOO_MANY_CONNECTIONS_IP = Reply(421, "4.7.0", "Too many connections from your address, try again later")
+TOO_MANY_TRANSACTIONS = Reply(421, "4.7.0", "Too many messages in one session, reconnect")
+TIMEOUT = Reply(421, "4.4.2", "Timeout exceeded, closing connection")
+SHUTTING_DOWN = Reply(421, "4.3.2", "Service shutting down, try again later")
+CONNECT_REJECTED_BUSY = Reply(503, "5.5.1", "Connection rejected; only QUIT is accepted")
+DOWNSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Downstream server unavailable, try again later")
+DOWNSTREAM_LOST = Reply(451, "4.4.2", "Connection to downstream server lost, try again later")
+DOWNSTREAM_TLS = Reply(451, "4.7.5", "Downstream TLS required but not available, try again later")
+INTERNAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")

@@ -1,0 +1,84 @@
+"""What every session of a worker shares: configuration, pipeline, policy, counters.
+
+One ``Runtime`` per worker process. A reload builds the new config, rules and pipeline first
+and swaps them in only when all of them loaded; sessions in flight keep the ones they started
+with (they hold a reference to the :class:`Generation`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from proxy.checks.base import Services
+from proxy.config.schema import Config
+from proxy.policy.engine import Policy
+from proxy.relay.base import Downstream
+from proxy.relay.maildir import MaildirDownstream
+from proxy.relay.smtp import SmtpDownstream
+from proxy.session.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from proxy.session.smtp import SmtpSession
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(slots=True)
+class Generation:
+    """One loaded configuration: config, policy, pipeline; replaced whole on reload."""
+
+    config: Config
+    policy: Policy
+    pipeline: Pipeline
+    services: Services
+    tls_context: ssl.SSLContext | None
+    trusted_proxies: list[Network]
+    forbidden: frozenset[str]
+    authserv_id: str
+
+    def new_downstream(self) -> Downstream:
+        relay = self.config.relay
+        if relay.downstream:
+            return SmtpDownstream(relay, self.config.server.hostname)
+        return MaildirDownstream(relay.maildir)
+
+
+def build_tls_context(config: Config) -> ssl.SSLContext | None:
+    tls = config.tls
+    if not tls.cert_file:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
+    return ctx
+
+
+@dataclass(slots=True, eq=False)
+class Runtime:
+    gen: Generation
+    sessions: set[SmtpSession] = field(default_factory=set)
+    per_ip: dict[str, int] = field(default_factory=dict)
+    draining: bool = False
+    on_transaction: list[Callable[..., None]] = field(default_factory=list)
+
+    def admit(self, ip: str) -> str:
+        """Count a new connection; '' if admitted, else why not ('total' or 'ip')."""
+        limits = self.gen.config.limits
+        if len(self.sessions) > limits.max_connections:
+            return "total"
+        n = self.per_ip.get(ip, 0)
+        if n >= limits.max_connections_per_ip:
+            return "ip"
+        self.per_ip[ip] = n + 1
+        return ""
+
+    def release(self, ip: str) -> None:
+        n = self.per_ip.get(ip, 0) - 1
+        if n <= 0:
+            self.per_ip.pop(ip, None)
+        else:
+            self.per_ip[ip] = n
