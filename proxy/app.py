@@ -63,7 +63,9 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
         pipeline=pipeline,
         services=services,
         tls_context=build_tls_context(config),
-        trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in config.proxy_protocol.trusted_networks],
+        trusted_proxies=[
+            ipaddress.ip_network(n, strict=False) for n in config.proxy_protocol.trusted_networks
+        ],
         forbidden=frozenset(c.upper() for c in config.smtp.forbidden_commands),
         authserv_id=config.server.authserv_id or config.server.hostname,
     )

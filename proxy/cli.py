@@ -1,9 +1,9 @@
 """Command line: ``spamgate run | check-config | show-config | docs``.
 
-    spamgate run [--config FILE] [--listen HOST:PORT ...] [--downstream HOST:PORT]
-    spamgate check-config [--config FILE]     validate config and rules; errors name the key
-    spamgate show-config [--config FILE] [--defaults]
-    spamgate docs config|symbols              the generated reference pages
+spamgate run [--config FILE] [--listen HOST:PORT ...] [--downstream HOST:PORT]
+spamgate check-config [--config FILE]     validate config and rules; errors name the key
+spamgate show-config [--config FILE] [--defaults]
+spamgate docs config|symbols              the generated reference pages
 """
 
 from __future__ import annotations

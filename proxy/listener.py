@@ -96,7 +96,7 @@ class Server:
             config = self._reload_source()
             gen = build_generation(config)
             await start_generation(gen)
-        except Exception as exc:  # noqa: BLE001 - any broken file: refuse, keep running
+        except Exception as exc:
             log.error("reload_refused", error=str(exc))
             return False
         finally:
@@ -123,7 +123,7 @@ class Server:
                 sess._close_reason = "shutdown"
                 sess._close_with(replies.SHUTTING_DOWN)
         deadline = time.monotonic() + timeout
-        while rt.sessions and time.monotonic() < deadline:
+        while rt.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 - sessions end on their own
             await asyncio.sleep(0.05)
         for sess in list(rt.sessions):
             sess._close_reason = "shutdown_forced"
@@ -185,7 +185,7 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
             code = 0
             try:
                 _run_worker(config, reload, bind_sockets(config.server.listen, reuseport=True))
-            except BaseException:  # noqa: BLE001 - report and exit the child
+            except BaseException:
                 import traceback
 
                 traceback.print_exc()
@@ -216,9 +216,9 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
             break
         except InterruptedError:
             continue
-        slot = children.pop(pid, None)
-        if slot is None:
+        if pid not in children:
             continue
+        slot = children.pop(pid)
         if not stopping:
             log.error("worker_died", pid=pid, status=status)
             time.sleep(0.5)

@@ -95,6 +95,7 @@ class CheckContext:
     rcpt: str = ""  # the recipient under test at the RCPT stage
     message: bytes = b""  # the message at the DATA stage (CRLF line ends, unstuffed)
     fired: frozenset[str] = frozenset()  # names of symbols fired so far in this transaction
+    score: float = 0.0  # total score of the symbols fired so far (e.g. greylist only above a score)
 
     def has_symbol(self, name: str) -> bool:
         return name in self.fired

@@ -55,4 +55,11 @@ TOO_MANY_RCPTS = SymbolDef(
     remedy="None needed: a compliant client sends the deferred recipients in a new transaction.",
 )
 
-CORE_SYMBOLS = (CHECK_ERROR, STAGE_TIMEOUT, SIZE_EXCEEDED, BARE_NEWLINE, LINE_TOO_LONG, TOO_MANY_RCPTS)
+CORE_SYMBOLS = (
+    CHECK_ERROR,
+    STAGE_TIMEOUT,
+    SIZE_EXCEEDED,
+    BARE_NEWLINE,
+    LINE_TOO_LONG,
+    TOO_MANY_RCPTS,
+)

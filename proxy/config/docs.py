@@ -17,7 +17,7 @@ from proxy.policy.rules import Rules
 def _shown(f: dataclasses.Field[Any]) -> str:
     value = f.metadata.get("shown", f.default)
     if value is dataclasses.MISSING:
-        value = f.default_factory()  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[operator]
     if isinstance(value, str):
         return f'"{value}"'
     if isinstance(value, bool):
@@ -44,7 +44,9 @@ def missing_docs() -> list[str]:
     for name, cls in CORE_SECTIONS.items():
         out += [f"{name}.{f.name}" for f in dataclasses.fields(cls) if not f.metadata.get("doc")]
     for c in CHECKS:
-        out += [f"checks.{c.name}.{f.name}" for f in dataclasses.fields(c.Options) if not f.metadata.get("doc")]
+        out += [
+            f"checks.{c.name}.{f.name}" for f in dataclasses.fields(c.Options) if not f.metadata.get("doc")
+        ]
     return out
 
 
@@ -104,7 +106,12 @@ def symbols_markdown(rules: Rules) -> str:
             continue
         cls = next((c for c in CHECKS if c.name == check), None)
         title = f"{check} ({cls.stage.label} stage)" if cls else "session (protocol limits and pipeline)"
-        out += [f"## {title}", "", "| symbol | score | action | meaning | how the sender fixes it |", "|---|---|---|---|---|"]
+        out += [
+            f"## {title}",
+            "",
+            "| symbol | score | action | meaning | how the sender fixes it |",
+            "|---|---|---|---|---|",
+        ]
         for name in names:
             r = rules.symbols[name]
             action = r.action or "-"

@@ -93,13 +93,15 @@ def _from_dict(data: dict[str, Any]) -> Config:
         raise ConfigError("checks", "expected a table of [checks.<name>] tables")
     registry = by_name()
     checks: dict[str, Any] = {}
-    for name, value in checks_data.items():
+    for name in checks_data:
         if name not in registry:
             raise ConfigError(f"checks.{name}", f"unknown check (known: {', '.join(sorted(registry))})")
     for name, cls in registry.items():
         opts = build(cls.Options, checks_data.get(name, {}), f"checks.{name}")
         if name in MANDATORY and (not opts.enabled or opts.mode != "enforce"):
-            raise ConfigError(f"checks.{name}", "relay control is always on and enforced (never an open relay)")
+            raise ConfigError(
+                f"checks.{name}", "relay control is always on and enforced (never an open relay)"
+            )
         checks[name] = opts
     return Config(**kwargs, checks=checks)
 

@@ -124,7 +124,9 @@ class RelayConfig:
         "Domains we accept mail for; any other recipient gets 554 5.7.1 (never an open relay).",
     )
     relay_networks: list[str] = opt(
-        [], "Client networks allowed to relay to any domain (your own submission hosts).", kind="cidrs"
+        [],
+        "Client networks allowed to relay to any domain (your own submission hosts).",
+        kind="cidrs",
     )
     connect_at: str = opt(
         "mail",
@@ -143,21 +145,21 @@ class RelayConfig:
     )
     tls_server_name: str = opt("", "Name to verify the downstream certificate against; empty: do not verify.")
     tls_ca_file: str = opt("", "CA bundle to verify the downstream certificate; empty: system store.")
-    xclient: bool = opt(
-        True, "Send XCLIENT (ADDR, NAME, HELO, PROTO) when the downstream advertises it."
-    )
+    xclient: bool = opt(True, "Send XCLIENT (ADDR, NAME, HELO, PROTO) when the downstream advertises it.")
 
 
 @dataclass(frozen=True, slots=True)
 class PolicyConfig:
     rules_dir: str = opt(
-        "", "Folder of shipped rule files (*.toml, *.yaml, read in name order); empty: the bundled rules/."
+        "",
+        "Folder of shipped rule files (*.toml, *.yaml, read in name order); empty: the bundled rules/.",
     )
     site_rules: list[str] = opt(
         [], "Site rule files read after rules_dir; they override the shipped rules key by key."
     )
     stage_timeout: float = opt(
-        "10s", "Budget for all checks of one stage; checks still running then yield STAGE_TIMEOUT.",
+        "10s",
+        "Budget for all checks of one stage; checks still running then yield STAGE_TIMEOUT.",
         kind="duration",
     )
     header_symbols: str = opt(
@@ -172,7 +174,9 @@ class PolicyConfig:
 class LogConfig:
     level: str = opt("info", "Log level.", choices=("debug", "info", "warning", "error"))
     format: str = opt(
-        "json", "'json' (one object per line) or 'console' (for people).", choices=("json", "console")
+        "json",
+        "'json' (one object per line) or 'console' (for people).",
+        choices=("json", "console"),
     )
     file: str = opt("", "Log file; empty: standard output.")
 

@@ -17,7 +17,12 @@ import structlog
 
 from proxy.config.schema import LogConfig
 
-LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
 _stream: BinaryIO | None = None
 
 
@@ -27,10 +32,8 @@ def _orjson_dumps(obj: Any, **_: Any) -> bytes:
 
 def setup(cfg: LogConfig) -> None:
     global _stream
-    if cfg.file:
-        _stream = open(cfg.file, "ab", buffering=0)  # noqa: SIM115 - lives as long as the process
-    else:
-        _stream = sys.stdout.buffer
+    # The log file lives as long as the process.
+    _stream = open(cfg.file, "ab", buffering=0) if cfg.file else sys.stdout.buffer  # noqa: SIM115
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,

@@ -74,7 +74,7 @@ class Rules:
     sources: tuple[str, ...] = ()
 
     def threshold_action(self, score: float) -> Action:
-        from proxy.policy.engine import Action  # noqa: PLC0415 - cycle: engine imports rules
+        from proxy.policy.engine import Action
 
         if self.reject and score >= self.reject:
             return Action.REJECT
@@ -107,10 +107,8 @@ def bundled_rules_dir() -> Path:
 def read_rule_file(path: Path) -> tuple[dict[str, Any], str]:
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text) or {}
-        else:
-            data = tomllib.loads(text)
+        is_yaml = path.suffix in (".yaml", ".yml")
+        data = (yaml.safe_load(text) or {}) if is_yaml else tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RulesError(str(path), "(syntax)", str(exc)) from None
     except yaml.YAMLError as exc:
@@ -129,7 +127,7 @@ def _line_of(text: str, *keys: str) -> int:
             s = line.strip()
             if s.startswith(("[", "#")) and key not in s:
                 continue
-            if s.startswith(f"[symbols.{key}]") or s.startswith((f"{key} ", f"{key}=", f"{key}:")):
+            if s.startswith((f"[symbols.{key}]", f"{key} ", f"{key}=", f"{key}:")):
                 return i
             if s.startswith("[") and s.rstrip("]").endswith(f".{key}"):
                 return i
@@ -169,14 +167,26 @@ def load_rules(
                 _apply_symbols(value, symbols, src, text)
             else:
                 raise RulesError(
-                    src, top, "unknown section (known: thresholds, replies, symbols)", _line_of(text, top)
+                    src,
+                    top,
+                    "unknown section (known: thresholds, replies, symbols)",
+                    _line_of(text, top),
                 )
-    return Rules(symbols, thresholds["tag"], thresholds["tempfail"], thresholds["reject"], replies, tuple(sources))
+    return Rules(
+        symbols,
+        thresholds["tag"],
+        thresholds["tempfail"],
+        thresholds["reject"],
+        replies,
+        tuple(sources),
+    )
 
 
 def _number(value: Any, src: str, key: str, text: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RulesError(src, key, f"expected a number, got {value!r}", _line_of(text, key.split(".")[-1]))
+        raise RulesError(
+            src, key, f"expected a number, got {value!r}", _line_of(text, key.rsplit(".", maxsplit=1)[-1])
+        )
     return float(value)
 
 
@@ -185,7 +195,12 @@ def _apply_thresholds(value: Any, out: dict[str, float], src: str, text: str) ->
         raise RulesError(src, "thresholds", "expected a table", _line_of(text, "thresholds"))
     for k, v in value.items():
         if k not in out:
-            raise RulesError(src, f"thresholds.{k}", "unknown threshold (known: tag, tempfail, reject)", _line_of(text, k))
+            raise RulesError(
+                src,
+                f"thresholds.{k}",
+                "unknown threshold (known: tag, tempfail, reject)",
+                _line_of(text, k),
+            )
         out[k] = _number(v, src, f"thresholds.{k}", text)
 
 
@@ -194,7 +209,12 @@ def _apply_replies(value: Any, out: dict[str, Reply], src: str, text: str) -> No
         raise RulesError(src, "replies", "expected a table", _line_of(text, "replies"))
     for k, v in value.items():
         if k not in REPLY_KEYS:
-            raise RulesError(src, f"replies.{k}", f"unknown reply (known: {', '.join(REPLY_KEYS)})", _line_of(text, k))
+            raise RulesError(
+                src,
+                f"replies.{k}",
+                f"unknown reply (known: {', '.join(REPLY_KEYS)})",
+                _line_of(text, k),
+            )
         out[k] = _parse_reply(v, src, f"replies.{k}", text, want="5" if k.startswith("reject") else "4")
 
 
@@ -202,9 +222,14 @@ def _parse_reply(v: Any, src: str, key: str, text: str, want: str = "") -> Reply
     try:
         reply = Reply.parse(str(v))
     except ValueError as exc:
-        raise RulesError(src, key, str(exc), _line_of(text, key.split(".")[-1])) from None
+        raise RulesError(src, key, str(exc), _line_of(text, key.rsplit(".", maxsplit=1)[-1])) from None
     if want and str(reply.code)[0] != want:
-        raise RulesError(src, key, f"a {want}xx reply is needed here, got {reply.code}", _line_of(text, key.split(".")[-1]))
+        raise RulesError(
+            src,
+            key,
+            f"a {want}xx reply is needed here, got {reply.code}",
+            _line_of(text, key.rsplit(".", maxsplit=1)[-1]),
+        )
     return reply
 
 
@@ -218,24 +243,38 @@ def _apply_symbols(value: Any, symbols: dict[str, SymbolRule], src: str, text: s
             close = difflib.get_close_matches(name, list(symbols), n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise RulesError(src, key, f"no check declares this symbol{hint}", _line_of(text, name))
-        if isinstance(entry, int | float) and not isinstance(entry, bool):
-            entry = {"score": entry}  # shorthand: SYMBOL = 3.0
-        if not isinstance(entry, dict):
+        table = {"score": entry} if isinstance(entry, int | float) and not isinstance(entry, bool) else entry
+        if not isinstance(table, dict):
             raise RulesError(src, key, "expected a table or a score", _line_of(text, name))
         changes: dict[str, Any] = {}
-        for k, v in entry.items():
+        for k, v in table.items():
             if k == "score":
                 changes["score"] = _number(v, src, f"{key}.score", text)
             elif k == "action":
                 if v not in ACTIONS:
-                    raise RulesError(src, f"{key}.action", f"must be one of {', '.join(map(repr, ACTIONS))}", _line_of(text, name))
+                    raise RulesError(
+                        src,
+                        f"{key}.action",
+                        f"must be one of {', '.join(map(repr, ACTIONS))}",
+                        _line_of(text, name),
+                    )
                 if rule.always_enforced and v not in ("reject", "tempfail"):
-                    raise RulesError(src, f"{key}.action", "this symbol protects the relay and is always enforced", _line_of(text, name))
+                    raise RulesError(
+                        src,
+                        f"{key}.action",
+                        "this symbol protects the relay and is always enforced",
+                        _line_of(text, name),
+                    )
                 changes["action"] = "" if v == "accept" else v
             elif k == "reply":
                 changes["reply"] = _parse_reply(v, src, f"{key}.reply", text) if v else None
             elif k == "description":
                 changes["description"] = str(v)
             else:
-                raise RulesError(src, f"{key}.{k}", f"unknown key (known: {', '.join(SYMBOL_KEYS)})", _line_of(text, k))
+                raise RulesError(
+                    src,
+                    f"{key}.{k}",
+                    f"unknown key (known: {', '.join(SYMBOL_KEYS)})",
+                    _line_of(text, k),
+                )
         symbols[name] = replace(rule, **changes)

@@ -53,9 +53,7 @@ class MaildirDownstream:
     async def open(self) -> Reply | None:
         return None
 
-    async def mail(
-        self, sender: str, params: dict[str, str | None], identity: ClientIdentity
-    ) -> Reply:
+    async def mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
         self.rcpts = []
         return Reply(250, "2.1.0", "Sender ok")
 

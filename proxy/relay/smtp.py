@@ -32,7 +32,13 @@ from proxy.replies import (
     from_downstream,
 )
 
-MAIL_PARAM_EXT = {"SIZE": "size", "BODY": "8bitmime", "SMTPUTF8": "smtputf8", "RET": "dsn", "ENVID": "dsn"}
+MAIL_PARAM_EXT = {
+    "SIZE": "size",
+    "BODY": "8bitmime",
+    "SMTPUTF8": "smtputf8",
+    "RET": "dsn",
+    "ENVID": "dsn",
+}
 RCPT_PARAM_EXT = {"NOTIFY": "dsn", "ORCPT": "dsn"}
 _XTEXT_SAFE = frozenset(range(33, 127)) - {ord("+"), ord("=")}
 
@@ -146,9 +152,7 @@ class SmtpDownstream:
         await client.ehlo()
         self._xclient_sent = who
 
-    async def mail(
-        self, sender: str, params: dict[str, str | None], identity: ClientIdentity
-    ) -> Reply:
+    async def mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
         failure = await self.open()
         if failure is not None:
             return failure
@@ -159,9 +163,7 @@ class SmtpDownstream:
         try:
             await self._xclient(client, identity)
             arg = b"FROM:<" + sender.encode("utf-8", "surrogateescape") + b">"
-            response = await client.execute_command(
-                b"MAIL", arg, *_params(params, MAIL_PARAM_EXT, self.caps)
-            )
+            response = await client.execute_command(b"MAIL", arg, *_params(params, MAIL_PARAM_EXT, self.caps))
         except SMTPResponseException as exc:
             await self.close()
             return _temporary(exc.code, exc.message)
@@ -177,9 +179,7 @@ class SmtpDownstream:
             return DOWNSTREAM_LOST
         try:
             arg = b"TO:<" + rcpt.encode("utf-8", "surrogateescape") + b">"
-            response = await client.execute_command(
-                b"RCPT", arg, *_params(params, RCPT_PARAM_EXT, self.caps)
-            )
+            response = await client.execute_command(b"RCPT", arg, *_params(params, RCPT_PARAM_EXT, self.caps))
         except (SMTPException, OSError, TimeoutError, ValueError):
             await self.close()
             return DOWNSTREAM_LOST

@@ -14,9 +14,12 @@ from dataclasses import dataclass
 _DOMAIN_LABEL = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
 _DOMAIN_RE = re.compile(rf"^{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*\.?$")
 # U-labels (SMTPUTF8): any non-ASCII character is allowed inside a label.
-_UDOMAIN_LABEL = r"(?:[A-Za-z0-9\u0080-\U0010ffff](?:[A-Za-z0-9\u0080-\U0010ffff-]{0,61}[A-Za-z0-9\u0080-\U0010ffff])?)"
+_U = r"A-Za-z0-9\u0080-\U0010ffff"
+_UDOMAIN_LABEL = rf"(?:[{_U}](?:[{_U}-]{{0,61}}[{_U}])?)"
 _UDOMAIN_RE = re.compile(rf"^{_UDOMAIN_LABEL}(?:\.{_UDOMAIN_LABEL})*$")
-_DOT_ATOM_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+)*$")
+_DOT_ATOM_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+)*$"
+)
 _QUOTED_RE = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"$')
 _XTEXT_RE = re.compile(r"^(?:[!-*,-<>-~]|\+[0-9A-F]{2})*$")
 _PARAM_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")

@@ -51,7 +51,7 @@ class Pipeline:
         for c in self.checks:
             try:
                 await c.stop()
-            except Exception:  # noqa: BLE001 - shutdown must go on
+            except Exception:
                 log.exception("check_stop_failed", check=c.name)
 
     def has_stage(self, stage: Stage) -> bool:
@@ -66,7 +66,7 @@ class Pipeline:
         for check in self.inline[stage]:
             try:
                 hits += self._score(check, await check.check(ctx))
-            except Exception as exc:  # noqa: BLE001 - a broken check must not break the session
+            except Exception as exc:
                 log.error("check_error", check=check.name, error=repr(exc))
                 hits.append(self.policy.score(CHECK_ERROR.hit(check.name), check.name, observe=False))
         concurrent = self.concurrent[stage]

@@ -60,13 +60,13 @@ def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ip
 
 
-class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
+class SmtpSession(AiosmtpdSMTP):
     """The protocol instance of one client connection."""
 
-    _handle_hooks: ClassVar[dict[str, Any]] = {}  # aiosmtpd's connection_made looks up STARTTLS here
+    _handle_hooks: dict[str, Any] = {}
     COMMANDS: ClassVar[dict[str, Callable[[SmtpSession, str], Awaitable[None]]]] = {}
 
-    def __init__(self, runtime: Runtime) -> None:  # noqa: PLR0915 - flat attribute setup
+    def __init__(self, runtime: Runtime) -> None:
         loop = asyncio.get_running_loop()
         asyncio.StreamReaderProtocol.__init__(
             self,
@@ -302,7 +302,7 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
                 await handler(self, arg)
             except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
                 raise
-            except Exception:  # noqa: BLE001 - never a 5xx, never a dead worker
+            except Exception:
                 log.exception("session_error", ref=self.txn.ref if self.txn else conn.conn_ref)
                 ref = self.txn.ref if self.txn else conn.conn_ref
                 if self.txn is not None:
@@ -340,7 +340,14 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
 
     def _ctx(self, stage: Stage, hits: list[Hit], **kw: Any) -> CheckContext:
         assert self.conn is not None
-        return CheckContext(stage, self.conn, self.txn, fired=frozenset(h.name for h in hits), **kw)
+        return CheckContext(
+            stage,
+            self.conn,
+            self.txn,
+            fired=frozenset(h.name for h in hits),
+            score=sum(h.score for h in hits),
+            **kw,
+        )
 
     # -- HELO / EHLO ------------------------------------------------------------------------
 
@@ -357,7 +364,7 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
             await self.error(R.HELO_SYNTAX)
             return
         await self._abort_txn("helo")
-        conn.helo = arg.split()[0]
+        conn.helo = arg.split(maxsplit=1)[0]
         conn.esmtp = esmtp
         conn.helo_hits = []
         gen = self.gen
@@ -372,7 +379,11 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
         if not esmtp:
             await self.reply(Reply(250, "", gen.config.server.hostname))
             return
-        lines = [gen.config.server.hostname, "PIPELINING", f"SIZE {gen.config.limits.max_message_size}"]
+        lines = [
+            gen.config.server.hostname,
+            "PIPELINING",
+            f"SIZE {gen.config.limits.max_message_size}",
+        ]
         lines += ["8BITMIME"]
         if gen.config.smtp.advertise_smtputf8:
             lines.append("SMTPUTF8")
@@ -385,7 +396,7 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
 
     # -- MAIL -------------------------------------------------------------------------------
 
-    async def smtp_MAIL(self, arg: str) -> None:  # noqa: C901 - one branch per RFC rule
+    async def smtp_MAIL(self, arg: str) -> None:
         conn = self.conn
         assert conn is not None
         cfg = self.gen.config
@@ -445,7 +456,11 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
             await self.error(R.NON_ASCII_WITHOUT_SMTPUTF8)
             return
         txn = Transaction(
-            conn.next_ref(), path.address, params, smtputf8=smtputf8, body=(params.get("BODY") or "").upper()
+            conn.next_ref(),
+            path.address,
+            params,
+            smtputf8=smtputf8,
+            body=(params.get("BODY") or "").upper(),
         )
         self.txn = txn
         self.rcpt_hits = {}
@@ -475,7 +490,9 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
         await self.reply(reply)
 
     def _identity(self, conn: Connection) -> ClientIdentity:
-        return ClientIdentity(conn.ip_str, conn.port, conn.reverse_name, conn.helo, "ESMTP" if conn.esmtp else "SMTP")
+        return ClientIdentity(
+            conn.ip_str, conn.port, conn.reverse_name, conn.helo, "ESMTP" if conn.esmtp else "SMTP"
+        )
 
     # -- RCPT -------------------------------------------------------------------------------
 
@@ -631,7 +648,6 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
 
     async def _data_stage(self, conn: Connection, txn: Transaction, message: bytes) -> None:
         gen = self.gen
-        cfg = gen.config
         rcpt_hits = _merge_rcpt_hits(self.rcpt_hits, txn.accepted_rcpts)
         hits = conn.hits + txn.hits + rcpt_hits
         if gen.pipeline.has_stage(Stage.DATA):
@@ -744,7 +760,7 @@ class SmtpSession(AiosmtpdSMTP):  # type: ignore[misc]
         self._tls_protocol.connection_made(self._original_transport)
         try:
             await asyncio.wait_for(waiter, 30)
-        except Exception:  # noqa: BLE001 - any handshake failure ends the session
+        except Exception:
             self._close_reason = "tls_failed"
             self._shut()
             return

@@ -19,7 +19,6 @@ from proxy.replies import Reply
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-
 def new_connection_id() -> str:
     """8 hex characters, unique enough across a fleet to find a log line by its ref."""
     return os.urandom(4).hex()

@@ -52,7 +52,9 @@ def strip_own_auth_results(message: bytes, authserv_id: str) -> tuple[bytes, int
         return message, 0
     ident = authserv_id.lower().encode()
     pattern = re.compile(
-        rb"^authentication-results[ \t]*:[ \t\r\n]*(?:\([^)]*\)[ \t\r\n]*)?" + re.escape(ident) + rb"(?:[ \t\r\n;/]|$)",
+        rb"^authentication-results[ \t]*:[ \t\r\n]*(?:\([^)]*\)[ \t\r\n]*)?"
+        + re.escape(ident)
+        + rb"(?:[ \t\r\n;/]|$)",
         re.IGNORECASE,
     )
     out: list[bytes] = []

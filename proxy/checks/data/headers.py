@@ -15,36 +15,48 @@ from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
 
 HDR_FROM_MISSING = SymbolDef(
-    "HDR_FROM_MISSING", "The message has no From header (RFC 5322 3.6 requires one).", score=3.0,
+    "HDR_FROM_MISSING",
+    "The message has no From header (RFC 5322 3.6 requires one).",
+    score=3.0,
     remedy="Add a From header naming the author.",
 )
 HDR_FROM_MULTIPLE = SymbolDef(
-    "HDR_FROM_MULTIPLE", "The message has more than one From header (a DMARC bypass trick).",
-    score=5.0, remedy="Send exactly one From header.",
+    "HDR_FROM_MULTIPLE",
+    "The message has more than one From header (a DMARC bypass trick).",
+    score=5.0,
+    remedy="Send exactly one From header.",
 )
 HDR_DATE_MISSING = SymbolDef(
-    "HDR_DATE_MISSING", "The message has no Date header (RFC 5322 3.6 requires one).", score=1.0,
+    "HDR_DATE_MISSING",
+    "The message has no Date header (RFC 5322 3.6 requires one).",
+    score=1.0,
     remedy="Add a Date header.",
 )
 HDR_MSGID_MISSING = SymbolDef(
-    "HDR_MSGID_MISSING", "The message has no Message-ID header.", score=1.0,
+    "HDR_MSGID_MISSING",
+    "The message has no Message-ID header.",
+    score=1.0,
     remedy="Add a Message-ID header; every real mail client does.",
 )
 HDR_MALFORMED = SymbolDef(
     "HDR_MALFORMED",
     "The header section is malformed (a line that is neither a field nor a continuation).",
-    score=3.0, remedy="Fix the sending software: header lines are 'Name: value'.",
+    score=3.0,
+    remedy="Fix the sending software: header lines are 'Name: value'.",
 )
 HDR_RECEIVED_LOOP = SymbolDef(
     "HDR_RECEIVED_LOOP",
     "More Received headers than checks.header_sanity.max_received: a mail loop.",
-    score=0.0, action="reject", reply="554 5.4.6 Too many hops (mail loop detected)",
+    score=0.0,
+    action="reject",
+    reply="554 5.4.6 Too many hops (mail loop detected)",
     remedy="Fix the forwarding loop between your servers.",
 )
 HDR_8BIT_NO_SMTPUTF8 = SymbolDef(
     "HDR_8BIT_NO_SMTPUTF8",
     "Raw 8-bit bytes in the headers of a message not sent with SMTPUTF8.",
-    score=1.0, remedy="Encode non-ASCII header text (RFC 2047) or send with SMTPUTF8.",
+    score=1.0,
+    remedy="Encode non-ASCII header text (RFC 2047) or send with SMTPUTF8.",
 )
 
 _FIELD_RE = re.compile(rb"^[!-9;-~]+[ \t]*:")
@@ -66,8 +78,13 @@ class HeaderSanity(Check):
     name = "header_sanity"
     stage = Stage.DATA
     symbols = (
-        HDR_FROM_MISSING, HDR_FROM_MULTIPLE, HDR_DATE_MISSING, HDR_MSGID_MISSING,
-        HDR_MALFORMED, HDR_RECEIVED_LOOP, HDR_8BIT_NO_SMTPUTF8,
+        HDR_FROM_MISSING,
+        HDR_FROM_MULTIPLE,
+        HDR_DATE_MISSING,
+        HDR_MSGID_MISSING,
+        HDR_MALFORMED,
+        HDR_RECEIVED_LOOP,
+        HDR_8BIT_NO_SMTPUTF8,
     )
     Options = HeaderSanityOptions
     description = "RFC 5322 header basics."

@@ -8,7 +8,6 @@ The DNS-based HELO checks (resolves, matches the reverse name, dynamic) are in h
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions

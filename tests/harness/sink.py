@@ -1,0 +1,242 @@
+"""A recording downstream SMTP server with fault modes, on loopback, in its own thread.
+
+It is the "real mail server" behind spamgate in the tests: it speaks enough ESMTP
+(PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, XCLIENT, ENHANCEDSTATUSCODES, optional STARTTLS)
+and records every message it accepted with its envelope, parameters, XCLIENT attributes and
+exact bytes (dot-unstuffed). Faults, settable at any time from the test:
+
+- ``reject_rcpts``: addresses answered ``550 5.1.1 User unknown``
+- ``tempfail_rcpts``: addresses answered ``450 4.2.1 Mailbox busy``
+- ``data_reply``: a reply to give at the end of DATA instead of 250 (e.g. "451 4.3.0 ...")
+- ``drop_in_data``: close the connection after 354 once some data arrived
+- ``delay``: seconds to wait before every reply (slow server)
+- ``stop()``/``start()``: the server is down / up again
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Message:
+    mail_from: str
+    mail_params: list[str]
+    rcpts: list[str]
+    rcpt_params: dict[str, list[str]]
+    data: bytes
+    xclient: dict[str, str]
+    helo: str
+    tls: bool
+
+
+@dataclass
+class SinkState:
+    messages: list[Message] = field(default_factory=list)
+    connections: int = 0
+    commands: list[str] = field(default_factory=list)
+    reject_rcpts: set[str] = field(default_factory=set)
+    tempfail_rcpts: set[str] = field(default_factory=set)
+    data_reply: str = ""
+    drop_in_data: bool = False
+    delay: float = 0.0
+    extensions: list[str] = field(
+        default_factory=lambda: [
+            "PIPELINING",
+            "SIZE 52428800",
+            "8BITMIME",
+            "SMTPUTF8",
+            "DSN",
+            "ENHANCEDSTATUSCODES",
+        ]
+    )
+    xclient: bool = True
+
+
+class _Session:
+    def __init__(self, sink: Sink, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sink, self.r, self.w = sink, reader, writer
+        self.helo = ""
+        self.xclient: dict[str, str] = {}
+        self.tls = False
+        self.reset()
+
+    def reset(self) -> None:
+        self.mail_from: str | None = None
+        self.mail_params: list[str] = []
+        self.rcpts: list[str] = []
+        self.rcpt_params: dict[str, list[str]] = {}
+
+    async def send(self, line: str) -> None:
+        st = self.sink.state
+        if st.delay:
+            await asyncio.sleep(st.delay)
+        self.w.write(line.encode("utf-8", "surrogateescape") + b"\r\n")
+        await self.w.drain()
+
+    async def run(self) -> None:
+        st = self.sink.state
+        st.connections += 1
+        await self.send("220 sink.test ESMTP sink")
+        while True:
+            line = await self.r.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "surrogateescape").rstrip("\r\n")
+            st.commands.append(text)
+            verb, _, arg = text.partition(" ")
+            verb = verb.upper()
+            if verb == "EHLO":
+                self.helo = arg
+                self.reset()
+                exts = list(st.extensions)
+                if st.xclient:
+                    exts.append("XCLIENT ADDR NAME HELO PROTO")
+                if self.sink.tls_context is not None and not self.tls:
+                    exts.append("STARTTLS")
+                lines = ["sink.test", *exts]
+                for i, ln in enumerate(lines):
+                    await self.send(("250 " if i == len(lines) - 1 else "250-") + ln)
+            elif verb == "HELO":
+                self.helo = arg
+                await self.send("250 sink.test")
+            elif verb == "XCLIENT":
+                for item in arg.split():
+                    k, _, v = item.partition("=")
+                    self.xclient[k.upper()] = v
+                await self.send("220 sink.test ESMTP sink")
+            elif verb == "STARTTLS" and self.sink.tls_context is not None:
+                await self.send("220 2.0.0 go ahead")
+                await self.w.start_tls(self.sink.tls_context)
+                self.tls = True
+            elif verb == "MAIL":
+                parts = arg.split(" ")
+                self.mail_from = parts[0][5:].strip("<>")
+                self.mail_params = parts[1:]
+                await self.send("250 2.1.0 Ok")
+            elif verb == "RCPT":
+                parts = arg.split(" ")
+                rcpt = parts[0][3:].strip("<>")
+                if rcpt in st.reject_rcpts:
+                    await self.send(f"550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown")
+                elif rcpt in st.tempfail_rcpts:
+                    await self.send("450 4.2.1 Mailbox busy, try later")
+                else:
+                    self.rcpts.append(rcpt)
+                    self.rcpt_params[rcpt] = parts[1:]
+                    await self.send("250 2.1.5 Ok")
+            elif verb == "DATA":
+                if not self.rcpts:
+                    await self.send("554 5.5.1 No valid recipients")
+                    continue
+                await self.send("354 End data with <CR><LF>.<CR><LF>")
+                data = await self._read_data()
+                if data is None:
+                    return
+                if st.data_reply:
+                    await self.send(st.data_reply)
+                else:
+                    st.messages.append(
+                        Message(
+                            self.mail_from or "",
+                            self.mail_params,
+                            list(self.rcpts),
+                            dict(self.rcpt_params),
+                            data,
+                            dict(self.xclient),
+                            self.helo,
+                            self.tls,
+                        )
+                    )
+                    await self.send(f"250 2.0.0 Ok: queued as Q{len(st.messages)}")
+                self.reset()
+            elif verb == "RSET":
+                self.reset()
+                await self.send("250 2.0.0 Ok")
+            elif verb == "NOOP":
+                await self.send("250 2.0.0 Ok")
+            elif verb == "QUIT":
+                await self.send("221 2.0.0 Bye")
+                return
+            else:
+                await self.send("502 5.5.2 Error: command not recognized")
+
+    async def _read_data(self) -> bytes | None:
+        chunks: list[bytes] = []
+        while True:
+            line = await self.r.readline()
+            if not line:
+                return None
+            if self.sink.state.drop_in_data and chunks:
+                self.w.transport.abort()
+                return None
+            if line == b".\r\n":
+                return b"".join(chunks)
+            if line.startswith(b"."):
+                line = line[1:]
+            chunks.append(line)
+
+
+class Sink:
+    """Start with ``Sink().start()``; ``port`` is its loopback port."""
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, tls_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.host, self.port = host, port
+        self.tls_context = tls_context
+        self.state = SinkState()
+        self.loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+        self._sessions: set[asyncio.Task[Any]] = set()
+
+    @property
+    def messages(self) -> list[Message]:
+        return self.state.messages
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        try:
+            await _Session(self, reader, writer).run()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            self._sessions.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def start(self) -> Sink:
+        async def go() -> None:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
+        return self
+
+    def stop(self) -> None:
+        """Down: stop listening and drop every open session."""
+
+        async def go() -> None:
+            if self._server is not None:
+                self._server.close()
+                self._server = None
+            for t in list(self._sessions):
+                t.cancel()
+            await asyncio.sleep(0.01)
+
+        asyncio.run_coroutine_threadsafe(go(), self.loop).result(5)
+
+    def close(self) -> None:
+        self.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+        self.loop.close()
