@@ -62,16 +62,21 @@ class SymbolDef:
     reply: str = ""
     always_enforced: bool = False
 
-    def hit(self, evidence: str = "") -> Symbol:
-        return Symbol(self.name, evidence)
+    def hit(self, evidence: str = "", score: float | None = None) -> Symbol:
+        return Symbol(self.name, evidence, score)
 
 
 @dataclass(frozen=True, slots=True)
 class Symbol:
-    """One fired symbol with its evidence (the "options" of rspamd, the "reason" of Haraka)."""
+    """One fired symbol with its evidence (the "options" of rspamd, the "reason" of Haraka).
+
+    ``score`` is for symbols whose weight is configured per item rather than per symbol (a DNS
+    list's ``zone*weight``); when None, the rules' score for the symbol applies.
+    """
 
     name: str
     evidence: str = ""
+    score: float | None = None
 
 
 @dataclass(slots=True)
@@ -79,8 +84,9 @@ class Services:
     """What checks may use, injected once at start. Filled by later subsystems."""
 
     config: Config
-    resolver: Any = None  # proxy.dns.Resolver once the DNS layer is configured
-    store: Any = None  # proxy.state.Store once a store is configured
+    resolver: Any = None  # proxy.dns.resolver.Resolver
+    store: Any = None  # proxy.state.Store
+    pass_cache: Any = None  # temporary allowlist of clients that passed connect tests
     run_blocking: Callable[..., Awaitable[Any]] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 

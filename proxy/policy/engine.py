@@ -73,7 +73,7 @@ class Policy:
 
     def score(self, symbol: Symbol, check: str, *, observe: bool) -> Hit:
         rule = self.rules.symbols.get(symbol.name)
-        score = rule.score if rule else 0.0
+        score = symbol.score if symbol.score is not None else (rule.score if rule else 0.0)
         enforced = rule.always_enforced if rule else False
         return Hit(symbol.name, symbol.evidence, score, check, observe and not enforced)
 
