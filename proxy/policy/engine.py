@@ -80,8 +80,8 @@ class Policy:
     def decide(self, hits: Iterable[Hit], stage: Stage) -> Verdict:
         total = enforced_total = 0.0
         action = would = Action.ACCEPT
-        cause = would_cause = ""
-        reply = would_reply = None
+        cause = ""
+        reply: Reply | None = None
         rules = self.rules.symbols
         for h in hits:
             total += h.score
@@ -92,22 +92,19 @@ class Policy:
             if rule is None or not rule.action:
                 continue
             forced = Action.parse(rule.action)
-            if forced > would:
-                would, would_cause, would_reply = forced, h.name, self._reply(rule, forced, stage)
+            would = max(would, forced)
             if not observed and forced > action:
                 action, cause, reply = forced, h.name, self._reply(rule, forced, stage)
-        t_would = self.rules.threshold_action(total)
-        if t_would > would:
-            would, would_cause, would_reply = t_would, "score", self.rules.reply_for(t_would, stage)
+        would = max(would, self.rules.threshold_action(total))
         t_action = self.rules.threshold_action(enforced_total)
         if t_action > action:
-            action, cause, reply = t_action, "score", self.rules.reply_for(t_action, stage)
-        if action < Action.TEMPFAIL:
-            reply = None
-        del would_cause, would_reply
+            action, cause = t_action, "score"
+            reply = self.rules.reply_for(t_action, stage) if t_action >= Action.TEMPFAIL else None
         return Verdict(action, would, total, cause, reply)
 
-    def _reply(self, rule: SymbolRule, action: Action, stage: Stage) -> Reply:
+    def _reply(self, rule: SymbolRule, action: Action, stage: Stage) -> Reply | None:
+        if action < Action.TEMPFAIL:
+            return None
         if rule.reply is not None:
             return rule.reply
         return self.rules.reply_for(action, stage)
