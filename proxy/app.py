@@ -77,3 +77,5 @@ async def start_generation(gen: Generation) -> None:
 
 async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
+    if gen.pool is not None:
+        await gen.pool.close()

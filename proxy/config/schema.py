@@ -146,6 +146,17 @@ class RelayConfig:
     tls_server_name: str = opt("", "Name to verify the downstream certificate against; empty: do not verify.")
     tls_ca_file: str = opt("", "CA bundle to verify the downstream certificate; empty: system store.")
     xclient: bool = opt(True, "Send XCLIENT (ADDR, NAME, HELO, PROTO) when the downstream advertises it.")
+    pool_size: int = opt(
+        64, "Idle downstream sessions kept per worker for reuse by later clients; 0: no reuse.", minimum=0
+    )
+    pool_idle_timeout: float = opt(
+        "20s",
+        "How long an idle downstream session is kept; keep below the downstream's timeout.",
+        kind="duration",
+    )
+    pool_max_uses: int = opt(
+        100, "Client sessions one downstream session may serve before it is closed.", minimum=1
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ reply, never an exception and never a 250: that is how nothing is ever lost.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxy.replies import Reply
@@ -18,7 +18,7 @@ class ClientIdentity:
     """What XCLIENT passes on about the real client."""
 
     addr: str
-    port: int
+    port: int = field(compare=False)  # not sent: XCLIENT is re-sent only when the rest changes
     name: str  # verified reverse name, "" when unknown
     helo: str
     proto: str  # "SMTP" or "ESMTP"

@@ -70,6 +70,8 @@ class SmtpDownstream:
         self.client: aiosmtplib.SMTP | None = None
         self.caps: frozenset[str] = frozenset()
         self.in_txn = False
+        self.uses = 0  # client sessions served
+        self.reused = False  # taken from the pool: may have been closed by the server meanwhile
         self._xclient_sent: ClientIdentity | None = None
         self._tls_ctx: ssl.SSLContext | None = None
 
@@ -153,6 +155,16 @@ class SmtpDownstream:
         self._xclient_sent = who
 
     async def mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
+        if self.reused:
+            # First command on a pooled session: if the server dropped it while idle,
+            # reconnect once and retry (nothing has been sent on it for this client yet).
+            self.reused = False
+            reply = await self._mail(sender, params, identity)
+            if reply is not DOWNSTREAM_LOST:
+                return reply
+        return await self._mail(sender, params, identity)
+
+    async def _mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
         failure = await self.open()
         if failure is not None:
             return failure

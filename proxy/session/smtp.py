@@ -50,7 +50,6 @@ log = structlog.get_logger("spamgate")
 READER_LIMIT = 32 * 1024
 CHUNK = 64 * 1024
 NOTIFY_VALUES = frozenset({"SUCCESS", "FAILURE", "DELAY"})
-_background: set[asyncio.Task[Any]] = set()
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
@@ -324,9 +323,7 @@ class SmtpSession(AiosmtpdSMTP):
             self._admitted = False
             self.rt.release(conn.ip_str)
         if self.downstream is not None:
-            task = asyncio.ensure_future(self.downstream.close())
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+            self.gen.release_downstream(self.downstream)
             self.downstream = None
         self._log_connection(conn)
 
