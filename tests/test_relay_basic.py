@@ -76,3 +76,13 @@ def test_swaks_through_relay(relay: Spamgate, sink: Sink) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "250 2.0.0 Ok: queued as Q1" in r.stdout
     assert len(sink.messages) == 1
+
+
+def test_dot_stuffing_round_trip_to_downstream(relay: Spamgate, sink: Sink) -> None:
+    """Lines that are or start with dots reach the downstream unchanged (our own stuffing)."""
+    body = ".\r\n..\r\n.x\r\nmid . dot\r\n. \r\n"
+    msg = message("dots", body)
+    with smtp(relay.port) as c:
+        c.ehlo("client.sender.test")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], msg) == {}
+    assert _body_after_our_headers(sink.messages[0].data) == msg

@@ -19,7 +19,7 @@ from __future__ import annotations
 import ssl
 
 import aiosmtplib
-from aiosmtplib import SMTPException, SMTPResponseException
+from aiosmtplib import SMTPDataError, SMTPException, SMTPResponse, SMTPResponseException
 
 from proxy.config.fields import parse_hostport
 from proxy.config.schema import RelayConfig
@@ -202,7 +202,7 @@ class SmtpDownstream:
         if client is None:
             return DOWNSTREAM_LOST
         try:
-            response = await client.data(message, timeout=self.cfg.data_timeout)
+            response = await self._transfer(client, message)
         except SMTPResponseException as exc:
             self.in_txn = False
             if exc.code == 421 or not client.is_connected:
@@ -214,6 +214,37 @@ class SmtpDownstream:
             return DOWNSTREAM_LOST
         self.in_txn = False
         return from_downstream(response.code, response.message)
+
+    async def _transfer(self, client: aiosmtplib.SMTP, message: bytes) -> SMTPResponse:
+        """DATA with dot-stuffing by ``bytes.replace`` (about 1 ms/MB instead of aiosmtplib's ~8).
+
+        Exact only for CRLF-only content, which the session guarantees (bare CR/LF are
+        rejected or normalised). Anything else takes aiosmtplib's normalising path, so a bare
+        LF can never end the data early downstream (SMTP smuggling).
+        """
+        proto = client.protocol
+        crlf = message.count(b"\r\n")
+        lock = proto._command_lock if proto is not None else None
+        if proto is None or lock is None or message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+            return await client.data(message, timeout=self.cfg.data_timeout)
+        stuffed = message.replace(b"\r\n.", b"\r\n..")
+        if stuffed.startswith(b"."):
+            stuffed = b"." + stuffed
+        if stuffed and not stuffed.endswith(b"\r\n"):
+            stuffed += b"\r\n"
+        # The same steps as aiosmtplib's execute_data_command (pinned <6; see the contract test).
+        async with lock:
+            proto._response_pending = True
+            proto.write(b"DATA\r\n")
+            start = await proto.read_response(timeout=self.cfg.command_timeout)
+            if start.code != 354:
+                raise SMTPDataError(start.code, start.message)
+            proto._response_pending = True
+            proto.write(stuffed + b".\r\n")
+            response = await proto.read_response(timeout=self.cfg.data_timeout)
+        if response.code != 250:
+            raise SMTPDataError(response.code, response.message)
+        return response
 
     def _reply(self, code: int, message: str) -> Reply:
         if code == 421:  # the downstream is closing: the session is gone
