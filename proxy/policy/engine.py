@@ -98,16 +98,18 @@ class Policy:
                 action, cause, reply = forced, h.name, self._reply(rule, forced, stage)
         t_would = self.rules.threshold_action(total)
         if t_would > would:
-            would, would_cause, would_reply = t_would, "score", self.rules.reply_for(t_would, stage)
+            would, would_cause, would_reply = t_would, "score", None
         t_action = self.rules.threshold_action(enforced_total)
         if t_action > action:
-            action, cause, reply = t_action, "score", self.rules.reply_for(t_action, stage)
+            # Only tempfail and reject have a reply; tag and accept relay the mail.
+            action, cause = t_action, "score"
+            reply = self.rules.reply_for(t_action, stage) if t_action >= Action.TEMPFAIL else None
         if action < Action.TEMPFAIL:
             reply = None
         del would_cause, would_reply
         return Verdict(action, would, total, cause, reply)
 
-    def _reply(self, rule: SymbolRule, action: Action, stage: Stage) -> Reply:
+    def _reply(self, rule: SymbolRule, action: Action, stage: Stage) -> Reply | None:
         if rule.reply is not None:
             return rule.reply
-        return self.rules.reply_for(action, stage)
+        return self.rules.reply_for(action, stage) if action >= Action.TEMPFAIL else None
