@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import ipaddress
 import time
+import traceback
 from asyncio import sslproto
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
@@ -301,9 +302,10 @@ class SmtpSession(AiosmtpdSMTP):
                 await handler(self, arg)
             except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
                 raise
-            except Exception:
-                log.exception("session_error", ref=self.txn.ref if self.txn else conn.conn_ref)
+            except Exception as exc:
                 ref = self.txn.ref if self.txn else conn.conn_ref
+                # The traceback as a field: the JSON renderer does not format exc_info.
+                log.error("session_error", ref=ref, error=repr(exc), traceback=traceback.format_exc())
                 if self.txn is not None:
                     self._finish(self.txn, R.INTERNAL_ERROR.with_ref(ref), "error")
                 await self.reply(R.INTERNAL_ERROR.with_ref(ref))
