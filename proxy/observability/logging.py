@@ -38,6 +38,7 @@ def setup(cfg: LogConfig) -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+        structlog.processors.format_exc_info,  # log.exception(...) carries its traceback as a field
     ]
     if cfg.format == "json":
         processors.append(structlog.processors.JSONRenderer(serializer=_orjson_dumps))
