@@ -88,6 +88,12 @@ class Services:
     store: Any = None  # proxy.state.Store
     pass_cache: Any = None  # temporary allowlist of clients that passed connect tests
     run_blocking: Callable[..., Awaitable[Any]] | None = None
+    # Called with (conn, txn, outcome) after each transaction's log line (reputation, metrics).
+    on_transaction: list[Callable[..., None]] = field(default_factory=list)
+    # Called with (conn,) when a connection closes (fleet concurrency slots, metrics).
+    on_close: list[Callable[..., None]] = field(default_factory=list)
+    # Called by /readyz: name -> coroutine returning True when that dependency is reachable.
+    readiness: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
 
 

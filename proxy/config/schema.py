@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.fields import opt
+from proxy.dns.config import DnsConfig
+from proxy.observability.config import MetricsConfig
+from proxy.state.config import StoreConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +207,9 @@ class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     # [checks.<name>] tables, built from each check's own options class.
     checks: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -221,4 +227,7 @@ CORE_SECTIONS: dict[str, type] = {
     "relay": RelayConfig,
     "policy": PolicyConfig,
     "log": LogConfig,
+    "dns": DnsConfig,
+    "store": StoreConfig,
+    "metrics": MetricsConfig,
 }

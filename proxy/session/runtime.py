@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -84,7 +83,6 @@ class Runtime:
     sessions: set[SmtpSession] = field(default_factory=set)
     per_ip: dict[str, int] = field(default_factory=dict)
     draining: bool = False
-    on_transaction: list[Callable[..., None]] = field(default_factory=list)
 
     def admit(self, ip: str) -> str:
         """Count a new connection; '' if admitted, else why not ('total' or 'ip')."""

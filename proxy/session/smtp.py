@@ -328,6 +328,8 @@ class SmtpSession(AiosmtpdSMTP):
             self.gen.release_downstream(self.downstream)
             self.downstream = None
         self._log_connection(conn)
+        for cb in self.gen.services.on_close:
+            cb(conn)
 
     # -- verdict helpers -------------------------------------------------------------------
 
@@ -819,7 +821,7 @@ class SmtpSession(AiosmtpdSMTP):
         if self.gen.config.server.mode == "observe":
             fields["mode"] = "observe"
         log.info("transaction", **fields)
-        for cb in self.rt.on_transaction:
+        for cb in self.gen.services.on_transaction:
             cb(conn, txn, outcome)
 
     def _log_connection(self, conn: Connection) -> None:

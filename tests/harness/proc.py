@@ -92,6 +92,10 @@ class Spamgate:
                 "local_domains": ["example.test", "dest.test"],
             },
             "log": {"file": str(self.log_path), "level": "debug"},
+            # No DNS unless a test brings its DNS server: a dead port answers nothing.
+            "dns": {"nameservers": ["127.0.0.1:1"], "timeout": "200ms", "retries": 0},
+            "store": {"url": "memory://"},
+            "metrics": {"listen": ""},
         }
         self.config = deep_merge(base, config or {})
         self.config_path = self.dir / f"spamgate-{self.port}.toml"
