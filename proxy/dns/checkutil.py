@@ -90,10 +90,11 @@ def embeds_address(name: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address)
 def dynamic_match(
     name: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, patterns: tuple[re.Pattern[str], ...]
 ) -> str:
-    """What makes ``name`` look dynamic ('' when nothing): 'ip-in-name' or the pattern."""
+    """What makes ``name`` look dynamic ('' when nothing): 'ip-in-name' or the matched text."""
     if embeds_address(name, ip):
         return "ip-in-name"
     for p in patterns:
-        if p.search(name):
-            return p.pattern
+        m = p.search(name)
+        if m:
+            return m.group(0).strip(".-") or p.pattern
     return ""
