@@ -191,3 +191,32 @@ def test_nameserver_syntax() -> None:
     for bad in ("resolver.example", "127.0.0.1:0", "[::1", "1.2.3.4:x"):
         with pytest.raises(ConfigError):
             parse_nameserver(bad)
+
+
+async def test_generations_share_one_resolver(dns_server: DnsTestServer) -> None:
+    """Two generations bound to one resolver: the first one's close leaves it working and
+    warm; an unknown record type is a programming error, not a DNS status."""
+    dns_server.add("warm.test", "A", "192.0.2.3")
+    r = make(dns_server)
+    loop = asyncio.get_running_loop()
+    r.bind(loop)
+    r.bind(loop)
+    assert (await r.lookup("warm.test", "A")).ok
+    await r.close()
+    assert (await r.lookup("warm.test", "A")).ok
+    assert r.stats["cache_hits"] == 1
+    with pytest.raises(ValueError, match="unsupported record type"):
+        await r.lookup("warm.test", "SPF")
+    await r.close()
+    assert r._channel is None
+
+
+def test_build_resolver_reuses_for_same_section() -> None:
+    from proxy.config.schema import Config
+    from proxy.dns import build_resolver
+
+    a = build_resolver(Config(dns=DnsConfig(nameservers=["127.0.0.1:1"])))
+    b = build_resolver(Config(dns=DnsConfig(nameservers=["127.0.0.1:1"])))
+    c = build_resolver(Config(dns=DnsConfig(nameservers=["127.0.0.1:2"])))
+    assert a is b
+    assert c is not a

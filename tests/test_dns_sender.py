@@ -39,6 +39,7 @@ def outcome(sg: Spamgate, mail_from: str) -> tuple[dict[str, object], dict[str, 
         ("alice@sender.test", None, {}),
         ("alice@aonly.test", None, {}),
         ("", None, {}),
+        ("carol@example.test", None, {}),  # a local domain: not looked up
         ("alice@nullmx.test", 550, {"SENDER_NULL_MX": "nullmx.test"}),
         ("alice@nowhere.test", 451, {"SENDER_DOMAIN_NX": "nowhere.test:nxdomain"}),
         ("alice@txtonly.test", 451, {"SENDER_DOMAIN_NX": "txtonly.test:no-mail-host"}),

@@ -12,6 +12,14 @@ if TYPE_CHECKING:
 __all__ = ["DnsResult", "Resolver", "build_resolver"]
 
 
+_shared: Resolver | None = None
+
+
 def build_resolver(config: Config) -> Resolver:
-    """The process's resolver; it binds to the serving loop on first use (or ``bind``)."""
-    return Resolver(config.dns)
+    """The process's resolver. A reload with an unchanged ``[dns]`` section gets the same one
+    (its cache stays warm; each generation binds it at start and closes it at stop, and it
+    really closes with its last user); a changed section gets a new one."""
+    global _shared
+    if _shared is None or _shared.config != config.dns:
+        _shared = Resolver(config.dns)
+    return _shared

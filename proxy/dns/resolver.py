@@ -133,12 +133,19 @@ class Resolver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._channel: aiodns.DNSResolver | None = None
+        self._users = 0
         # One upstream attempt lasts `timeout`; the whole query is bounded by all attempts.
         self._deadline = config.timeout * (config.retries + 1) + 0.25
 
     # --- lifecycle ---------------------------------------------------------------------------
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Attach to the loop that will run the lookups (done lazily by the first lookup)."""
+        """Attach to the loop that will run the lookups, as one more user (a configuration
+        generation); :meth:`close` releases a user and closes with the last one. The first
+        lookup binds lazily when nobody did."""
+        self._users += 1
+        self._attach(loop)
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is loop and self._channel is not None:
             return
         self._loop = loop
@@ -153,6 +160,10 @@ class Resolver:
         self._channel = aiodns.DNSResolver(**kwargs)
 
     async def close(self) -> None:
+        self._users -= 1
+        if self._users > 0:
+            return
+        self._users = 0
         for fut in list(self._inflight.values()):
             if not fut.done():
                 fut.cancel()
@@ -166,7 +177,11 @@ class Resolver:
 
     # --- lookups -----------------------------------------------------------------------------
     async def lookup(self, name: str, rdtype: str) -> DnsResult:
+        """Resolve ``name`` (case and trailing dot ignored); ``rdtype`` one of :data:`RDTYPES`
+        (ValueError otherwise: a programming error, not a DNS one)."""
         rdtype = rdtype.upper()
+        if rdtype not in _TYPE_CODES:
+            raise ValueError(f"unsupported record type {rdtype!r}; supported: {', '.join(RDTYPES)}")
         qname = name.strip().rstrip(".").lower()
         key = (qname, rdtype)
         now = time.monotonic()
@@ -182,7 +197,7 @@ class Resolver:
         if fut is None:
             loop = asyncio.get_running_loop()
             if self._channel is None or self._loop is not loop:
-                self.bind(loop)
+                self._attach(loop)
             if self._loop_thread is None:
                 self._loop_thread = threading.get_ident()
             fut = loop.create_future()
@@ -231,8 +246,8 @@ class Resolver:
             fut.set_result(result)
 
     async def _query(self, qname: str, rdtype: str) -> DnsResult:
-        code = _TYPE_CODES.get(rdtype)
-        if code is None or not qname:
+        code = _TYPE_CODES[rdtype]
+        if not qname:
             return DnsResult("error")
         assert self._channel is not None
         try:

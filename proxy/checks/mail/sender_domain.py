@@ -7,7 +7,8 @@
   ``reject_unknown_sender_domain`` (a site rule can make it ``550 5.1.8``).
 - ``SENDER_DOMAIN_TEMPERROR``: a lookup failed (weight 0); ``on_temperror`` may defer.
 
-The null sender ``<>`` and address-literal domains are skipped (see ``sender_syntax``).
+The null sender ``<>``, address-literal domains (see ``sender_syntax``) and our own
+``relay.local_domains`` (they exist by definition) are skipped.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
+from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
 from proxy.dns.checkutil import on_temperror_opt, temperror
 from proxy.session.address import is_valid_domain
@@ -70,11 +71,15 @@ class SenderDomain(Check):
     description = "The sender domain exists and can receive mail (MX, else A/AAAA; null MX)."
     io = True
 
+    def __init__(self, options: SenderDomainOptions, services: Services) -> None:
+        super().__init__(options, services)
+        self.local = frozenset(d.lower().rstrip(".") for d in services.config.relay.local_domains)
+
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         assert ctx.txn is not None
         domain = sender_domain(ctx.txn.mail_from)
         resolver = self.services.resolver
-        if not domain or resolver is None:
+        if not domain or resolver is None or domain in self.local:
             return []
         o: SenderDomainOptions = self.options
         mx = await resolver.lookup(domain, "MX")
