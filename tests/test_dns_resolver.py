@@ -74,6 +74,18 @@ async def test_statuses(dns_server: DnsTestServer) -> None:
     assert r.stats["errors"] == 1
 
 
+async def test_malformed_and_idn_names(dns_server: DnsTestServer) -> None:
+    """A name that cannot exist is nxdomain (not a temperror); IDN names go out as IDNA."""
+    dns_server.add("xn--bcher-kva.test", "A", "192.0.2.5")
+    r = make(dns_server)
+    try:
+        assert (await r.lookup("bad..name.test", "A")).status == "nxdomain"
+        assert (await r.lookup("x" * 64 + ".test", "A")).status == "nxdomain"
+        assert (await r.lookup("Bücher.test", "A")).records == ("192.0.2.5",)
+    finally:
+        await r.close()
+
+
 async def test_cache_honours_ttl(dns_server: DnsTestServer) -> None:
     """A cached answer is served until its TTL ends, then asked again."""
     dns_server.add("ttl.test", "TXT", "one", ttl=1)

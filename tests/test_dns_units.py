@@ -100,3 +100,25 @@ async def test_memory_pass_cache() -> None:
     await c.remember("192.0.2.4", "dnsbl", 10)
     assert len(c) == 2
     assert not await c.passed("192.0.2.1", "rdns")  # evicted, the oldest
+
+
+async def test_failing_pass_cache_reads_as_not_passed() -> None:
+    """A store-backed cache that raises or hangs never fails the check: 'not passed'."""
+    from types import SimpleNamespace
+
+    from proxy.checks.connect import pass_cache
+
+    class Broken:
+        async def passed(self, ip: str, test: str) -> bool:
+            raise ConnectionError("store down")
+
+        async def remember(self, ip: str, test: str, ttl: float) -> None:
+            await asyncio.sleep(30)
+
+    services = SimpleNamespace(pass_cache=Broken())
+    assert await pass_cache.passed(services, "192.0.2.1", "dnsbl", 60) is False
+    pass_cache.TIMEOUT, old = 0.05, pass_cache.TIMEOUT
+    try:
+        await pass_cache.remember(services, "192.0.2.1", "dnsbl", 60)  # returns at the timeout
+    finally:
+        pass_cache.TIMEOUT = old

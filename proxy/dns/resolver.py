@@ -9,6 +9,8 @@ Contract:
 - Records are normalised: A/AAAA address strings; PTR/CNAME/NS names without the trailing dot;
   TXT one ``str`` per record with its character-strings joined (UTF-8, else latin-1);
   MX ``(preference, host)``. Records of other types in the answer (a CNAME chain) are dropped.
+- A malformed name (empty label, label over 63 octets, non-IDNA) is ``nxdomain``: no such
+  name can exist, so it is not a temporary error. Non-ASCII names are looked up as IDNA.
 - Answers are cached for their TTL clamped to ``[min_ttl, max_ttl]``; NXDOMAIN/NODATA for
   ``negative_ttl``; failures are not cached. The cache is an LRU of ``cache_size`` entries.
 - Identical queries in flight share one upstream query (one future).
@@ -47,6 +49,7 @@ _ARES_EFORMERR = 2
 _ARES_ESERVFAIL = 3
 _ARES_ENOTFOUND = 4
 _ARES_EREFUSED = 6
+_ARES_EBADNAME = 8
 _ARES_ETIMEOUT = 12
 
 
@@ -183,6 +186,11 @@ class Resolver:
         if rdtype not in _TYPE_CODES:
             raise ValueError(f"unsupported record type {rdtype!r}; supported: {', '.join(RDTYPES)}")
         qname = name.strip().rstrip(".").lower()
+        if not qname.isascii():
+            try:
+                qname = qname.encode("idna").decode("ascii")
+            except UnicodeError:
+                return DnsResult("nxdomain")
         key = (qname, rdtype)
         now = time.monotonic()
         hit = self._cache.get(key)
@@ -264,6 +272,8 @@ class Resolver:
                 return DnsResult("timeout")
             if errno == _ARES_ESERVFAIL:
                 return DnsResult("servfail")
+            if errno == _ARES_EBADNAME:  # no such name can exist: not a temporary error
+                return DnsResult("nxdomain")
             return DnsResult("error")
         except Exception:
             return DnsResult("error")

@@ -7,11 +7,13 @@ store); otherwise one bounded in-memory :class:`MemoryPassCache` per process.
 
 Interface (both implementations): ``async passed(ip, test) -> bool`` and
 ``async remember(ip, test, ttl) -> None``. A failing cache never fails the check: errors read
-as "not passed" and are logged once per call site.
+as "not passed", are logged, and each call is bounded by ``TIMEOUT`` seconds (the pregreet
+hook runs before the stage budget applies).
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import time
 from typing import Any, Protocol
@@ -19,6 +21,7 @@ from typing import Any, Protocol
 import structlog
 
 log = structlog.get_logger("spamgate.pass_cache")
+TIMEOUT = 1.0
 
 
 class PassCache(Protocol):
@@ -69,7 +72,8 @@ async def passed(services: Any, ip: str, test: str, ttl: float) -> bool:
     if ttl <= 0:
         return False
     try:
-        return await cache_for(services).passed(ip, test)
+        async with asyncio.timeout(TIMEOUT):
+            return await cache_for(services).passed(ip, test)
     except Exception as exc:
         log.warning("pass_cache_error", op="passed", test=test, error=repr(exc))
         return False
@@ -79,6 +83,7 @@ async def remember(services: Any, ip: str, test: str, ttl: float) -> None:
     if ttl <= 0:
         return
     try:
-        await cache_for(services).remember(ip, test, ttl)
+        async with asyncio.timeout(TIMEOUT):
+            await cache_for(services).remember(ip, test, ttl)
     except Exception as exc:
         log.warning("pass_cache_error", op="remember", test=test, error=repr(exc))
