@@ -14,7 +14,8 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``fail_at``: per stage reply given instead of the normal one; a 421 also closes the session.
   Stages: ``greeting``, ``ehlo``, ``mail``, ``rcpt``, ``data`` (the DATA command), ``dot``
   (end of data), ``rset``
-- ``fault``: a callable ``(stage) -> reply | "drop" | None`` asked at every stage (random faults)
+- ``fault``: a callable ``(stage) -> reply | "drop" | "sleep <s>" | None`` asked at every stage
+  (random faults); "drop" aborts the connection, "sleep <s>" delays the normal reply
 - ``stop()``/``start()``: the server is down / up again
 """
 
@@ -97,6 +98,9 @@ class _Session:
         reply = st.fail_at.get(stage)
         if reply is None and st.fault is not None:
             reply = st.fault(stage)
+        if reply is not None and reply.startswith("sleep "):
+            await asyncio.sleep(float(reply[6:]))
+            return False
         if reply is None:
             return False
         if reply == "drop":
