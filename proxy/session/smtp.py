@@ -192,7 +192,7 @@ class SmtpSession(AiosmtpdSMTP):
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             self._close_reason = self._close_reason or "disconnected"
         finally:
-            self._cleanup(conn)
+            self._cleanup(conn or self.conn)  # self.conn: refused at admission, logged too
 
     async def _accept(self) -> Connection | None:
         gen = self.gen
