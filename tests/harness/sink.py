@@ -16,6 +16,7 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
   (end of data), ``rset``
 - ``fault``: a callable ``(stage) -> reply | "drop" | "sleep <s>" | None`` asked at every stage
   (random faults); "drop" aborts the connection, "sleep <s>" delays the normal reply
+- ``lenient_dot``: also end DATA at a "." line ended by a bare LF (a smuggling-prone downstream)
 - ``stop()``/``start()``: the server is down / up again
 """
 
@@ -55,6 +56,7 @@ class SinkState:
     delays: dict[str, float] = field(default_factory=dict)
     fail_at: dict[str, str] = field(default_factory=dict)
     fault: Callable[[str], str | None] | None = None
+    lenient_dot: bool = False  # end data at "\n.\n" too, like a smuggling-prone server
     extensions: list[str] = field(
         default_factory=lambda: [
             "PIPELINING",
@@ -218,7 +220,7 @@ class _Session:
             if self.sink.state.drop_in_data and chunks:
                 self.w.transport.abort()
                 return None
-            if line == b".\r\n":
+            if line == b".\r\n" or (self.sink.state.lenient_dot and line.rstrip(b"\r\n") == b"."):
                 return b"".join(chunks)
             if line.startswith(b"."):
                 line = line[1:]
