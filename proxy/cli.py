@@ -32,6 +32,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from proxy.app import load_policy_rules
     from proxy.listener import serve
     from proxy.observability.logging import setup
+    from proxy.session.runtime import build_tls_context
 
     def reload_config() -> Any:
         return load(args.config, overrides=_overrides(args))
@@ -39,6 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = reload_config()
         load_policy_rules(config)
+        build_tls_context(config)
     except (ConfigError, RulesError, OSError) as exc:
         print(f"spamgate: {exc}", file=sys.stderr)
         return 2
