@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -211,3 +212,44 @@ def test_data_timeout(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> 
     assert sink.messages == []
     tx = sg.wait_log("transaction")[0]
     assert tx["outcome"] == "aborted"
+
+
+def test_http_request_gets_error_and_close(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = relay_with(sink, spamgate_factory, {})
+    c = raw(sg.port, "127.0.6.1")
+    assert c.reply().startswith("220 ")
+    c.send(b"GET / HTTP/1.1\r\nHost: mx.spamgate.test\r\nUser-Agent: curl\r\n\r\n")
+    assert c.reply() == "521 5.5.1 Protocol error: this is an SMTP server"
+    assert c.closed()
+    assert sg.wait_log("connection", client_ip="127.0.6.1")[0]["closed"] == "non_smtp"
+    with smtp(sg.port, "127.0.6.2") as ok:
+        ok.ehlo("client.test")
+        assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after-http")) == {}
+    assert len(sink.messages) == 1
+
+
+def test_binary_garbage_errors_then_421(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = relay_with(sink, spamgate_factory, {})
+    c = raw(sg.port, "127.0.6.3")
+    assert c.reply().startswith("220 ")
+    rng = random.Random(7)
+    # Ten lines of random bytes (NUL, 8-bit, CR...): exactly the error budget, so all of it is
+    # read before the close (unread input would make the close a TCP reset).
+    garbage = [bytes(rng.choice([*range(10), *range(11, 256)]) for _ in range(300)) for _ in range(10)]
+    c.send(b"".join(g + b"\r\n" for g in garbage))
+    replies = []
+    while True:
+        r = c.reply()
+        if not r:
+            break
+        replies.append(r)
+    assert replies, "no reply to garbage"
+    assert all(r.startswith(("500 5.5.2 ", "501 5.5.4 ")) for r in replies[:-1]), replies
+    assert replies[-1] == "421 4.7.0 Too many errors, closing connection"
+    assert len(replies) == 11
+    assert sg.proc is not None
+    assert sg.proc.poll() is None
+    with smtp(sg.port, "127.0.6.4") as ok:
+        ok.ehlo("client.test")
+        assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after-garbage")) == {}
+    assert len(sink.messages) == 1

@@ -139,8 +139,9 @@ class SmtpDownstream:
     async def _xclient(self, client: aiosmtplib.SMTP, who: ClientIdentity) -> None:
         if not self.cfg.xclient or "xclient" not in self.caps or self._xclient_sent == who:
             return
+        addr = f"IPV6:{who.addr}" if ":" in who.addr else who.addr  # Postfix XCLIENT_README
         attrs = [
-            f"ADDR={xtext(who.addr)}",
+            f"ADDR={xtext(addr)}",
             f"NAME={xtext(who.name) if who.name else '[UNAVAILABLE]'}",
             f"HELO={xtext(who.helo) if who.helo else '[UNAVAILABLE]'}",
             f"PROTO={who.proto}",
