@@ -244,7 +244,7 @@ class SmtpSession(AiosmtpdSMTP):
                 await self.reply(reply)
                 await self._reject_until_quit()
                 return False
-        await self.reply(Reply(220, "", f"{gen.config.server.hostname} {gen.config.server.banner}"))
+        await self.reply(R.greeting(gen.config.server.hostname, gen.config.server.banner))
         if gen.config.relay.connect_at == "connect":
             self.downstream = gen.new_downstream()
             await self.downstream.open()
@@ -380,7 +380,7 @@ class SmtpSession(AiosmtpdSMTP):
                 await self.error(verdict.reply.with_ref(conn.conn_ref))
                 return
         if not esmtp:
-            await self.reply(Reply(250, "", gen.config.server.hostname))
+            await self.reply(R.helo_ok(gen.config.server.hostname))
             return
         lines = [
             gen.config.server.hostname,
@@ -395,7 +395,7 @@ class SmtpSession(AiosmtpdSMTP):
             lines.append("STARTTLS")
         if gen.config.smtp.advertise_dsn:
             lines.append("DSN")
-        await self.reply(Reply(250, "", "\n".join(lines)))
+        await self.reply(R.ehlo_ok(lines))
 
     # -- MAIL -------------------------------------------------------------------------------
 
