@@ -49,11 +49,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from proxy.app import build_generation
+    """Build the whole generation as start would (rules, certificates) and start its checks
+    (list files are read there), so whatever start would refuse is refused here."""
+    import asyncio
+
+    from proxy.app import build_generation, start_generation, stop_generation
+
+    async def start_and_stop() -> None:
+        gen = build_generation(config)
+        try:
+            await start_generation(gen)
+        finally:
+            await stop_generation(gen)
 
     try:
         config = load(args.config)
         gen = build_generation(config)
+        asyncio.run(start_and_stop())
     except (ConfigError, RulesError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

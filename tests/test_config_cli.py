@@ -72,6 +72,20 @@ def test_check_config_refuses_bad_site_rules_with_file_and_key(tmp_path: Path) -
     assert "local.toml:4:" in r.stderr, r.stderr  # the table's line
 
 
+def test_check_config_reads_list_files(tmp_path: Path) -> None:
+    cfg = tmp_path / "spamgate.toml"
+    cfg.write_text('[checks.static_lists]\nblock_files = ["/nonexistent/block.txt"]\n')
+    r = cli("check-config", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode != 0
+    assert "/nonexistent/block.txt" in r.stderr
+    bad = tmp_path / "block.txt"
+    bad.write_text("10.0.0.0/8\nnot-a-network\n")
+    cfg.write_text(f'[checks.static_lists]\nblock_files = ["{bad}"]\n')
+    r = cli("check-config", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode != 0
+    assert "block.txt:2" in r.stderr
+
+
 def test_check_config_ok_and_yaml_site_rules(tmp_path: Path) -> None:
     site = tmp_path / "local.yaml"
     site.write_text("thresholds:\n  reject: 11\nsymbols:\n  HELO_NOT_FQDN:\n    score: 3.5\n")
