@@ -53,6 +53,7 @@ def assert_deferred_logged(sg: Spamgate, text: str) -> None:
     assert m, text
     tx = sg.wait_log("transaction", ref=m.group(1))[0]
     assert tx["outcome"] == "deferred"
+    assert tx["downstream_reply"] is None  # the downstream said nothing: the 451 is ours
 
 
 def test_mixed_recipient_answers_relayed_verbatim(fast_relay: Spamgate, sink: Sink) -> None:

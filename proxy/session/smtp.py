@@ -670,8 +670,9 @@ class SmtpSession(AiosmtpdSMTP):
         reply = await self.downstream.data(final)
         txn.stage_ms["downstream_data"] = (time.monotonic() - t0) * 1000
         if reply in (R.DOWNSTREAM_LOST, R.DOWNSTREAM_UNAVAILABLE):
-            reply = reply.with_ref(txn.ref)
-        txn.downstream_reply = reply
+            reply = reply.with_ref(txn.ref)  # ours: the downstream gave no reply
+        else:
+            txn.downstream_reply = reply
         self._finish(txn, reply, "data")
         if reply.is_positive:
             conn.errors = 0
