@@ -119,3 +119,27 @@ def test_ipv4_and_ipv6_listeners(sink: Sink, spamgate_factory: Callable[..., Spa
     txs = sg.wait_log("transaction", count=2)
     assert [t["client_ip"] for t in txs] == ["127.0.0.1", "::1"]
     assert sink.messages[1].xclient["ADDR"] == "IPV6:::1"
+
+
+def test_sighup_reload_and_refused_reload(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}})
+    with smtp(sg.port) as c:
+        c.ehlo("client.test")
+        assert c.mail("alice@sender.test")[0] == 250
+        assert c.rcpt("bob@new.test")[0] == 554  # not a local domain yet
+    sg.config["relay"]["local_domains"] = ["example.test", "new.test"]
+    sg.write_config()
+    sg.signal(signal.SIGHUP)
+    sg.wait_log("reloaded")
+    with smtp(sg.port) as c:
+        c.ehlo("client.test")
+        assert c.sendmail("alice@sender.test", ["bob@new.test"], message("reloaded")) == {}
+    sg.config["limits"] = {"max_errors": "lots"}  # invalid: the running generation stays
+    sg.write_config()
+    sg.signal(signal.SIGHUP)
+    refused = sg.wait_log("reload_refused")[0]
+    assert "limits.max_errors" in refused["error"]
+    with smtp(sg.port) as c:
+        c.ehlo("client.test")
+        assert c.sendmail("alice@sender.test", ["bob@new.test"], message("still-running")) == {}
+    assert len(sink.messages) == 2
