@@ -150,3 +150,15 @@ def test_env_overrides_a_running_proxy(sink: Sink, spamgate_factory: Callable[..
         assert c.sendmail("alice@sender.test", ["bob@example.test"], message("env")) == {}
     assert len(sink.messages) == 1
     assert sg.wait_log("started")[0]
+
+
+def test_run_refuses_what_check_config_refuses(tmp_path: Path) -> None:
+    cfg = tmp_path / "spamgate.toml"
+    cfg.write_text(
+        f'[server]\nlisten = ["127.0.0.1:{free_port()}"]\n'
+        '[tls]\ncert_file = "/nonexistent/cert.pem"\nkey_file = "/nonexistent/key.pem"\n'
+    )
+    r = cli("run", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 2
+    assert "tls.cert_file" in r.stderr
+    assert "Traceback" not in r.stderr
