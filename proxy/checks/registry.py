@@ -16,6 +16,7 @@ from proxy.checks.helo.syntax import HeloSyntax
 from proxy.checks.mail.rhsbl import Rhsbl
 from proxy.checks.mail.sender_domain import SenderDomain
 from proxy.checks.mail.sender_syntax import SenderSyntax
+from proxy.checks.mail.spf import Spf
 from proxy.checks.rcpt.relay_control import RelayControl
 
 CHECKS: tuple[type[Check], ...] = (
@@ -31,6 +32,7 @@ CHECKS: tuple[type[Check], ...] = (
     SenderSyntax,
     SenderDomain,
     Rhsbl,
+    Spf,
     # rcpt
     RelayControl,
     # data

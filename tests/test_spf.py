@@ -1,0 +1,131 @@
+"""SPF at MAIL end to end: spamgate resolving through the test DNS server, a real SMTP client.
+
+Zone: sender.test ``v=spf1 ip4:127.0.0.0/24 -all`` (the harness's client is 127.0.0.x);
+soft.test ``~all``; neutral.test ``?all``; broken.test two records (permerror); slow.test's
+record is dropped (timeout); mail.sender.test (HELO) ``v=spf1 a ip4:127.0.0.0/24 -all``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.harness.dns_server import DnsTestServer
+from tests.harness.dnsgate import send, start_gate, symbols
+from tests.harness.proc import Spamgate
+from tests.harness.sink import Sink
+
+Factory = Callable[..., Spamgate]
+# SENDER_DOMAIN_* are the dns helper's; not asserted here.
+SPF = {"SPF_PASS", "SPF_FAIL", "SPF_SOFTFAIL", "SPF_NEUTRAL", "SPF_NONE", "SPF_TEMPERROR", "SPF_PERMERROR"}
+
+
+def zone(dns: DnsTestServer) -> None:
+    dns.add("sender.test", "MX", "10 mail.sender.test.")
+    dns.add("mail.sender.test", "A", "127.0.0.1")
+    dns.add("sender.test", "TXT", "v=spf1 ip4:127.0.0.0/24 -all")
+    dns.add("mail.sender.test", "TXT", "v=spf1 a ip4:127.0.0.0/24 -all")
+    for name, rec in (("soft.test", "v=spf1 ip4:192.0.2.1 ~all"), ("neutral.test", "v=spf1 ?all")):
+        dns.add(name, "MX", "10 mail.sender.test.")
+        dns.add(name, "TXT", rec)
+    dns.add("broken.test", "MX", "10 mail.sender.test.")
+    dns.add("broken.test", "TXT", "v=spf1 -all")
+    dns.add("broken.test", "TXT", "v=spf1 +all")
+    dns.add("nospf.test", "MX", "10 mail.sender.test.")
+    dns.add("slow.test", "MX", "10 mail.sender.test.")
+
+
+def spf_symbols(sg: Spamgate, mail_from: str) -> dict[str, str]:
+    line = [t for t in sg.wait_log("transaction") if t["mail_from"] == mail_from][-1]
+    return {k: v[1] for k, v in symbols(line).items() if k in SPF}
+
+
+@pytest.mark.parametrize(
+    ("mail_from", "source", "want", "code"),
+    [
+        ("alice@sender.test", "127.0.0.9", {"SPF_PASS": "sender.test"}, None),
+        ("alice@soft.test", "127.0.0.9", {"SPF_SOFTFAIL": "soft.test"}, None),
+        ("alice@neutral.test", "127.0.0.9", {"SPF_NEUTRAL": "neutral.test"}, None),
+        ("alice@nospf.test", "127.0.0.9", {"SPF_NONE": "nospf.test"}, None),
+        ("alice@broken.test", "127.0.0.9", {"SPF_PERMERROR": "broken.test"}, None),
+        ("", "127.0.0.9", {"SPF_PASS": "helo:mail.sender.test"}, None),
+        ("alice@sender.test", "127.0.1.9", {"SPF_FAIL": "sender.test"}, 550),
+        ("", "127.0.1.9", {"SPF_FAIL": "helo:mail.sender.test"}, 550),
+    ],
+)
+def test_spf_results(
+    spamgate_factory: Factory,
+    sink: Sink,
+    dns_server: DnsTestServer,
+    mail_from: str,
+    source: str,
+    want: dict[str, str],
+    code: int | None,
+) -> None:
+    zone(dns_server)
+    sg = start_gate(spamgate_factory, sink, dns_server)
+    r = send(sg, source, mail_from=mail_from)
+    assert spf_symbols(sg, mail_from) == want
+    if code is None:
+        assert r.get("ok"), r
+    else:
+        assert r["error"] == 550, r
+        assert r["reply"].startswith("5.7.23"), r
+        assert not sink.messages
+
+
+def test_spf_fail_only_scored_under_site_rule(
+    spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer
+) -> None:
+    """A site rule that drops the forced action lets an SPF failure through with its score."""
+    zone(dns_server)
+    sg = start_gate(
+        spamgate_factory, sink, dns_server, site_rules='[symbols.SPF_FAIL]\naction = ""\nscore = 4\n'
+    )
+    r = send(sg, "127.0.1.9", mail_from="alice@sender.test")
+    assert r.get("ok"), r
+    assert spf_symbols(sg, "alice@sender.test") == {"SPF_FAIL": "sender.test"}
+    assert b"SPF_FAIL(4){sender.test}" in sink.messages[-1].data
+
+
+def test_spf_softfail_rejected_under_enforcing_rule(
+    spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer
+) -> None:
+    zone(dns_server)
+    sg = start_gate(
+        spamgate_factory,
+        sink,
+        dns_server,
+        site_rules='[symbols.SPF_SOFTFAIL]\naction = "reject"\nreply = "550 5.7.23 SPF softfail"\n',
+    )
+    r = send(sg, "127.0.0.9", mail_from="alice@soft.test")
+    assert r["error"] == 550
+    assert "SPF softfail" in r["reply"]
+
+
+@pytest.mark.parametrize(("on_temperror", "code"), [("continue", None), ("tempfail", 451)])
+def test_spf_dns_timeout(
+    spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer, on_temperror: str, code: int | None
+) -> None:
+    """A dropped SPF lookup is SPF_TEMPERROR within the stage budget; continue or 451."""
+    zone(dns_server)
+    dns_server.add("slow-spf.test", "MX", "10 mail.sender.test.")
+    dns_server.drop("slow-spf.test")
+    sg = start_gate(
+        spamgate_factory,
+        sink,
+        dns_server,
+        {"policy": {"stage_timeout": "3s"}, "checks": {"spf": {"on_temperror": on_temperror}}},
+    )
+    t0 = time.monotonic()
+    r = send(sg, "127.0.0.9", mail_from="alice@slow-spf.test")
+    assert time.monotonic() - t0 < 3.5
+    line = [t for t in sg.wait_log("transaction") if t["mail_from"] == "alice@slow-spf.test"][-1]
+    got = symbols(line)
+    assert "SPF_TEMPERROR" in got, got
+    if code is None:
+        assert r.get("ok"), r
+    else:
+        assert r["error"] == 451, r
