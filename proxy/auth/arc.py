@@ -36,9 +36,7 @@ def validate(message: bytes, txt: TxtLookup, *, minkey: int = 1024) -> ArcResult
     if not has_arc(message):
         return ArcResult("none")
     try:
-        cv, results, reason = dkim.arc_verify(
-            message, logger=_Log(), dnsfunc=_dnsfunc(txt), minkey=minkey
-        )
+        cv, results, reason = dkim.arc_verify(message, logger=_Log(), dnsfunc=_dnsfunc(txt), minkey=minkey)
     except _DnsTempError as exc:
         return ArcResult("temperror", reason=f"key lookup {exc}")
     except Exception as exc:

@@ -10,6 +10,10 @@ from proxy.checks.connect.pregreet import Pregreet
 from proxy.checks.connect.rdns import Rdns
 from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
+from proxy.checks.data.arc import Arc
+from proxy.checks.data.auth_results import AuthResults
+from proxy.checks.data.dkim import Dkim
+from proxy.checks.data.dmarc import Dmarc
 from proxy.checks.data.headers import HeaderSanity
 from proxy.checks.helo.dns import HeloDns
 from proxy.checks.helo.syntax import HeloSyntax
@@ -37,6 +41,10 @@ CHECKS: tuple[type[Check], ...] = (
     RelayControl,
     # data
     HeaderSanity,
+    Dkim,
+    Arc,
+    Dmarc,
+    AuthResults,
 )
 
 # Checks that protect the relay: they cannot be disabled or observed.

@@ -119,3 +119,40 @@ class DkimKey:
             include_headers=SIGNED_HEADERS,
         )
         return b"".join(headers) + message
+
+
+def auth_zone(dns: DnsTestServer) -> None:
+    """The base zone of the authentication tests (client 127.0.0.9 = mail.sender.test).
+
+    sender.test: MX, SPF for 127.0.0.0/24, DMARC p=reject; other.test: SPF pass for the
+    client but unaligned with sender.test; bounce.sender.test: SPF pass (relaxed-aligned)."""
+    dns.add("sender.test", "MX", "10 mail.sender.test.")
+    dns.add("mail.sender.test", "A", "127.0.0.9")
+    dns.add("9.0.0.127.in-addr.arpa", "PTR", "mail.sender.test")
+    dns.add("sender.test", "TXT", "v=spf1 ip4:127.0.0.0/24 -all")
+    dns.add("mail.sender.test", "TXT", "v=spf1 ip4:127.0.0.0/24 -all")
+    dns.add("_dmarc.sender.test", "TXT", "v=DMARC1; p=reject; rua=mailto:d@sender.test")
+    for name in ("other.test", "bounce.sender.test"):
+        dns.add(name, "MX", "10 mail.sender.test.")
+        dns.add(name, "TXT", "v=spf1 ip4:127.0.0.0/24 -all")
+
+
+def send_raw(
+    port: int,
+    data: bytes,
+    mail_from: str = "alice@sender.test",
+    source_ip: str = "127.0.0.9",
+    helo: str = "mail.sender.test",
+) -> dict[str, Any]:
+    """Send ``data`` as is; ``{"ok": True}`` or ``{"error": code, "reply": text}``."""
+    import smtplib
+
+    from tests.harness.clients import smtp
+
+    try:
+        with smtp(port, source_ip) as c:
+            c.ehlo(helo)
+            c.sendmail(mail_from, ["bob@example.test"], data)
+            return {"ok": True}
+    except smtplib.SMTPResponseException as exc:
+        return {"error": exc.smtp_code, "reply": exc.smtp_error.decode()}
