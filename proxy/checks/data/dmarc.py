@@ -6,7 +6,7 @@ List); relaxed/strict alignment (adkim, aspf) of the SPF domain (``txn.notes["sp
 
 Symbols: ``DMARC_PASS{from:spf|dkim:domain}``; on failure, by the disposition the policy asks
 (after pct sampling): ``DMARC_REJECT`` (forced ``550 5.7.1`` in rules), ``DMARC_QUARANTINE``
-(scores to the tag threshold), ``DMARC_FAIL`` (p=none: monitoring only); ``DMARC_FORWARDED``
+(forced tag: X-Spam-Flag, subject prefix), ``DMARC_FAIL`` (p=none: monitoring only); ``DMARC_FORWARDED``
 instead when the client is a trusted forwarder (``trusted_forwarders``) or the message carries
 a valid ARC chain sealed by one of ``trusted_arc_sealers`` (``arc_override``);
 ``DMARC_NONE`` (no policy, or no single From domain), ``DMARC_TEMPERROR`` (lookup failed).
@@ -47,6 +47,7 @@ DMARC_QUARANTINE = SymbolDef(
     "DMARC_QUARANTINE",
     "DMARC failed and the From domain's policy asks to quarantine (p=quarantine): tagged as spam.",
     score=6.0,
+    action="tag",
     remedy="Authenticate the From domain: aligned SPF or a DKIM signature with d= the From domain.",
 )
 DMARC_FAIL = SymbolDef(
