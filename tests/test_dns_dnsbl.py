@@ -9,8 +9,11 @@ Zone layout of the test DNS server (``bl.test`` a block list, ``wl.test`` an all
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +224,35 @@ def test_pass_cache_skips_lookups(spamgate_factory: Factory, sink: Sink, dns_ser
     listed = [symbols(t) for t in sg.transactions() if t["client_ip"] == "127.0.0.5"]
     assert all("RBL_LISTED" in s for s in listed)
     assert len(listed) == 3
+
+
+def test_observe_mode_logs_would_be(spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer) -> None:
+    """With the check in observe mode, a listing a rule would reject is logged but relayed."""
+    lists_zone(dns_server)
+    sg = start_gate(
+        spamgate_factory,
+        sink,
+        dns_server,
+        {"checks": {"dnsbl": {"zones": ZONES, "mode": "observe"}}},
+        site_rules='[symbols.RBL_LISTED]\naction = "reject"\n',
+    )
+    assert send(sg, "127.0.0.5").get("ok")
+    line = tx(sg, "127.0.0.5")
+    assert line["would_be"] == "reject"
+    assert any(s.startswith("~RBL_LISTED(6)") for s in line["symbols"])
+    assert len(sink.messages) == 1
+
+
+def test_bad_zone_item_refused_by_check_config(tmp_path: Path) -> None:
+    """A malformed list item is a configuration error naming the key."""
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('[checks.dnsbl]\nzones = ["zen.spamhaus.org=127.0.0*3"]\n')
+    out = subprocess.run(
+        [sys.executable, "-m", "proxy", "check-config", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode != 0
+    assert "checks.dnsbl.zones[0]" in out.stderr + out.stdout

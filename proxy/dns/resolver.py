@@ -168,8 +168,8 @@ class Resolver:
             return
         self._users = 0
         for fut in list(self._inflight.values()):
-            if not fut.done():
-                fut.cancel()
+            if not fut.done():  # waiters get an error status, never an exception
+                fut.set_result(DnsResult("error"))
         self._inflight.clear()
         if self._channel is not None:
             channel, self._channel = self._channel, None
