@@ -129,3 +129,15 @@ def test_spf_dns_timeout(
         assert r.get("ok"), r
     else:
         assert r["error"] == 451, r
+
+
+def test_spf_and_dmarc_skip_relay_networks(
+    spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer
+) -> None:
+    """Our own submission hosts are not checked: an SPF -all does not reject them."""
+    zone(dns_server)
+    sg = start_gate(spamgate_factory, sink, dns_server, {"relay": {"relay_networks": ["127.0.1.0/24"]}})
+    r = send(sg, "127.0.1.9", mail_from="alice@sender.test")
+    assert r.get("ok"), r
+    line = sg.wait_log("transaction")[-1]
+    assert not [k for k in symbols(line) if k.startswith(("SPF_", "DMARC_"))]

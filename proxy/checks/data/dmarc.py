@@ -10,7 +10,8 @@ Symbols: ``DMARC_PASS{from:spf|dkim:domain}``; on failure, by the disposition th
 instead when the client is a trusted forwarder (``trusted_forwarders``) or the message carries
 a valid ARC chain sealed by one of ``trusted_arc_sealers`` (``arc_override``);
 ``DMARC_NONE`` (no policy, or no single From domain), ``DMARC_TEMPERROR`` (lookup failed).
-The result is ``txn.notes["dmarc"]`` (a :class:`~proxy.auth.dmarc.DmarcResult`).
+Clients in ``relay.relay_networks`` are not checked. The result is ``txn.notes["dmarc"]``
+(a :class:`~proxy.auth.dmarc.DmarcResult`).
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class Dmarc(Check):
     def __init__(self, options: DmarcOptions, services: Services) -> None:
         super().__init__(options, services)
         self.forwarders = [ipaddress.ip_network(n, strict=False) for n in options.trusted_forwarders]
+        self.own = [ipaddress.ip_network(n, strict=False) for n in services.config.relay.relay_networks]
         self.sealers = frozenset(d.lower().rstrip(".") for d in options.trusted_arc_sealers)
 
     async def _forwarded(self, ctx: CheckContext) -> str:
@@ -149,8 +151,8 @@ class Dmarc(Check):
         return ""
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
-        if self.services.resolver is None:
-            return []
+        if self.services.resolver is None or any(ctx.conn.ip in n for n in self.own):
+            return []  # our own submission hosts (relay.relay_networks) are not held to DMARC
         res = await dmarc_result(ctx, self.services)
         d = res.from_domain
         if res.result == "pass":

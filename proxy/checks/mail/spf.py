@@ -10,16 +10,19 @@ Authentication-Results header read it) and the full :class:`~proxy.auth.spf.SpfR
 ``txn.notes["spf_result"]``. With ``check_helo`` the HELO identity is also evaluated for a
 non-null sender (``txn.notes["spf_helo"]``, ``SPF_HELO_FAIL`` when it fails).
 
+Clients in ``relay.relay_networks`` (your own submission hosts) are not checked.
+
 pyspf is synchronous: it runs in the bounded thread pool, its DNS through
 ``Resolver.lookup_blocking`` (the ``[dns]`` nameservers, cache and timeouts).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from proxy.auth.spf import SpfResult, evaluate
-from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
+from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
 from proxy.dns.checkutil import on_temperror_opt, temperror
@@ -117,6 +120,10 @@ class Spf(Check):
     description = "SPF (RFC 7208) of the MAIL FROM domain, or of the HELO name for the null sender."
     io = True
 
+    def __init__(self, options: SpfOptions, services: Services) -> None:
+        super().__init__(options, services)
+        self.trusted = [ipaddress.ip_network(n, strict=False) for n in services.config.relay.relay_networks]
+
     async def _evaluate(self, ip: str, mail_from: str, helo: str, identity: str) -> SpfResult:
         resolver = self.services.resolver
         run = self.services.run_blocking
@@ -142,8 +149,8 @@ class Spf(Check):
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         txn = ctx.txn
         assert txn is not None
-        if self.services.resolver is None:
-            return []
+        if self.services.resolver is None or any(ctx.conn.ip in n for n in self.trusted):
+            return []  # our own submission hosts (relay.relay_networks) are not checked
         ip = ctx.conn.ip_str
         helo = "" if ctx.conn.helo.startswith("[") else ctx.conn.helo  # a literal has no SPF
         mail_from = txn.mail_from
