@@ -127,3 +127,19 @@ def test_dkim_key_timeout(
         assert r.get("ok"), r
     else:
         assert r["error"] == 451, r
+
+
+def test_dkim_large_message_verified_in_worker_process(
+    spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer, keys: dict[str, DkimKey]
+) -> None:
+    """A 3 MB signed message is verified in the worker process (above process_pool_above)."""
+    sg = gate(spamgate_factory, sink, dns_server, keys)
+    body = "Lorem ipsum dolor sit amet,  consectetur \t adipiscing elit.  \r\n" * 48000
+    msg = keys["rsa"].sign(message(frm="alice@sender.test", body=body))
+    assert len(msg) > 3_000_000
+    assert send_raw(sg.port, msg).get("ok")
+    assert dkim_syms(sg) == {"DKIM_PASS": "sender.test"}
+    assert sg.wait_log("dkim_verified", process=True)
+    small = keys["rsa"].sign(message(frm="alice@sender.test"))
+    assert send_raw(sg.port, small).get("ok")
+    assert sg.wait_log("dkim_verified", process=False)

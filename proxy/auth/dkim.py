@@ -14,6 +14,7 @@ Contract:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -126,3 +127,44 @@ def verify_all(
             )
         )
     return out
+
+
+_TAG_SPLIT = re.compile(r"\s*;\s*")
+
+
+def key_names(message: bytes, max_signatures: int = 10) -> list[str]:
+    """The key names (``selector._domainkey.domain``) the message's signatures need, in order,
+    so they can be fetched asynchronously before the (CPU-bound) verification."""
+    head = message.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    names: list[str] = []
+    fields = re.split(r"\r\n(?![ \t])", head)
+    for f in fields:
+        name, sep, value = f.partition(":")
+        if not sep or name.strip().lower() != "dkim-signature":
+            continue
+        tags: dict[str, str] = {}
+        for part in _TAG_SPLIT.split(re.sub(r"\s+", " ", value).strip()):
+            k, eq, v = part.partition("=")
+            if eq:
+                tags.setdefault(k.strip(), re.sub(r"\s+", "", v))
+        if tags.get("s") and tags.get("d"):
+            names.append(f"{tags['s']}._domainkey.{tags['d']}".lower())
+        if len(names) >= max_signatures:
+            break
+    return list(dict.fromkeys(names))
+
+
+def verify_prefetched(
+    message: bytes,
+    keys: dict[str, tuple[str, tuple[str, ...]]],
+    max_signatures: int = 10,
+    minkey: int = 1024,
+) -> list[DkimSignature]:
+    """:func:`verify_all` with keys fetched beforehand (``name -> (status, records)``); a name
+    not fetched is a temperror. Picklable arguments: runs in a worker process too."""
+
+    def txt(name: str) -> DnsResult:
+        got = keys.get(name.lower().rstrip("."))
+        return DnsResult(got[0], got[1]) if got else DnsResult("error")
+
+    return verify_all(message, txt, max_signatures=max_signatures, minkey=minkey)

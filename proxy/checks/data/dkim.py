@@ -5,22 +5,30 @@ Symbols (one each at most, evidence lists the signing domains):
 ``DKIM_TEMPERROR{d}`` (key lookup failed; weight 0, ``on_temperror`` may defer) and
 ``DKIM_NONE`` (unsigned). A message signed by several domains can have both PASS and FAIL.
 
-Verification (CPU-heavy for large bodies) runs in the bounded thread pool with key lookups
-through ``Resolver.lookup_blocking``; the results are shared with DMARC and the
-Authentication-Results header through :func:`signatures` (one verification per message).
+Keys are fetched first through the async resolver; verification (CPU work) then runs in the
+bounded thread pool, or in a worker process for messages above ``process_pool_above`` (body
+hashing holds the interpreter lock: a thread would still stall the event loop). The results
+are shared with DMARC and the Authentication-Results header through :func:`signatures` (one
+verification per message).
 """
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from proxy.auth.dkim import DkimSignature, verify_all
+import structlog
+
+from proxy.auth import procpool
+from proxy.auth.dkim import DkimSignature, key_names, verify_prefetched
 from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
 from proxy.dns.checkutil import on_temperror_opt, temperror
-from proxy.dns.resolver import DnsResult
+
+log = structlog.get_logger("spamgate.dkim")
 
 DKIM_PASS = SymbolDef(
     "DKIM_PASS",
@@ -63,6 +71,12 @@ class DkimOptions(BaseOptions):
         10, "Signatures verified per message (the rest are ignored): bounds the work.", minimum=1
     )
     min_key_bits: int = opt(1024, "RSA keys shorter than this are a permerror (RFC 8301).", minimum=512)
+    process_pool_above: int = opt(
+        "256K",
+        "Messages this large are verified in a worker process (body hashing would hold the "
+        "interpreter lock and stall the event loop); 0: always in a thread.",
+        kind="size",
+    )
     on_temperror: str = on_temperror_opt()
 
 
@@ -77,13 +91,24 @@ async def signatures(ctx: CheckContext, services: Services) -> list[DkimSignatur
     async def compute() -> list[DkimSignature]:
         if resolver is None or run is None:
             return []
-
-        def txt(name: str) -> DnsResult:
-            return resolver.lookup_blocking(name, "TXT")  # type: ignore[no-any-return]
-
-        result: list[DkimSignature] = await run(
-            lambda: verify_all(message, txt, max_signatures=opts.max_signatures, minkey=opts.min_key_bits)
-        )
+        names = key_names(message, opts.max_signatures)
+        if not names:
+            result: list[DkimSignature] = []
+        else:
+            # Keys are fetched here, asynchronously; the verification itself is pure CPU.
+            answers = await asyncio.gather(*(resolver.lookup(n, "TXT") for n in names))
+            keys = {n: (a.status, tuple(a.records)) for n, a in zip(names, answers, strict=True)}
+            args = (message, keys, opts.max_signatures, opts.min_key_bits)
+            big = opts.process_pool_above and len(message) >= opts.process_pool_above
+            try:
+                if big:
+                    result = await procpool.run(verify_prefetched, *args)
+                else:
+                    result = await run(verify_prefetched, *args)
+            except BrokenProcessPool:
+                procpool.shutdown()
+                result = await run(verify_prefetched, *args)
+            log.debug("dkim_verified", size=len(message), process=bool(big), signatures=len(result))
         ctx.txn.notes["dkim"] = result  # type: ignore[union-attr]
         return result
 
@@ -104,6 +129,9 @@ class Dkim(Check):
     Options = DkimOptions
     description = "DKIM signatures (RSA, Ed25519): every one verified, key lookups through [dns]."
     io = True
+
+    async def stop(self) -> None:
+        procpool.shutdown()
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         if self.services.resolver is None:
