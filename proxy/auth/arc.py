@@ -1,9 +1,10 @@
 """ARC (RFC 8617) chain validation with dkimpy's ``arc_verify``.
 
 Contract:
-- :func:`validate` is synchronous (dkimpy's ARC is sync only): run it in the bounded thread pool.
-  Keys come from ``txt(name) -> DnsResult`` (``Resolver.lookup_blocking``); a failed lookup
-  gives ``temperror`` (dkimpy would read it as an invalid signature). It never raises.
+- :func:`validate` is synchronous (dkimpy's ARC is sync only): run it in the bounded thread pool
+  or the process pool. Keys come from ``txt(name) -> DnsResult`` (normally prefetched with the
+  async resolver: :func:`arc_key_names`, :func:`validate_prefetched`); a failed lookup gives
+  ``temperror`` (dkimpy would read it as an invalid signature). It never raises.
 - Result: ``pass`` (every ARC set valid, latest ``cv`` pass), ``fail`` (a broken chain or a
   seal that says fail), ``none`` (no ARC headers), ``temperror``.
 - ``sealer`` is the ``d=`` of the most recent ARC-Seal (highest instance): the forwarder that
@@ -16,7 +17,9 @@ from dataclasses import dataclass
 
 import dkim
 
-from proxy.auth.dkim import TxtLookup, _dnsfunc, _DnsTempError, _Log, _text
+from proxy.auth.dkim import TxtLookup, _dnsfunc, _DnsTempError, _Log, _text, key_names, prefetched
+
+ARC_SIGNATURES = ("arc-seal", "arc-message-signature")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +51,13 @@ def validate(message: bytes, txt: TxtLookup, *, minkey: int = 1024) -> ArcResult
     if result not in ("pass", "fail", "none"):
         result = "fail"
     return ArcResult(result, sealer, instance, _text(reason)[:200])
+
+
+def arc_key_names(message: bytes, limit: int = 100) -> list[str]:
+    """The sealing and signing keys the ARC chain needs (fetched before :func:`validate_prefetched`)."""
+    return key_names(message, limit, ARC_SIGNATURES)
+
+
+def validate_prefetched(message: bytes, keys: dict[str, tuple[str, tuple[str, ...]]]) -> ArcResult:
+    """:func:`validate` with keys fetched beforehand; picklable: runs in a worker process too."""
+    return validate(message, prefetched(keys))

@@ -132,15 +132,18 @@ def verify_all(
 _TAG_SPLIT = re.compile(r"\s*;\s*")
 
 
-def key_names(message: bytes, max_signatures: int = 10) -> list[str]:
+def key_names(
+    message: bytes, max_signatures: int = 10, fields_named: tuple[str, ...] = ("dkim-signature",)
+) -> list[str]:
     """The key names (``selector._domainkey.domain``) the message's signatures need, in order,
-    so they can be fetched asynchronously before the (CPU-bound) verification."""
+    so they can be fetched asynchronously before the (CPU-bound) verification. ARC uses
+    ``fields_named=("arc-seal", "arc-message-signature")``."""
     head = message.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
     names: list[str] = []
     fields = re.split(r"\r\n(?![ \t])", head)
     for f in fields:
         name, sep, value = f.partition(":")
-        if not sep or name.strip().lower() != "dkim-signature":
+        if not sep or name.strip().lower() not in fields_named:
             continue
         tags: dict[str, str] = {}
         for part in _TAG_SPLIT.split(re.sub(r"\s+", " ", value).strip()):
@@ -163,8 +166,14 @@ def verify_prefetched(
     """:func:`verify_all` with keys fetched beforehand (``name -> (status, records)``); a name
     not fetched is a temperror. Picklable arguments: runs in a worker process too."""
 
+    return verify_all(message, prefetched(keys), max_signatures=max_signatures, minkey=minkey)
+
+
+def prefetched(keys: dict[str, tuple[str, tuple[str, ...]]]) -> TxtLookup:
+    """A TXT lookup answering from keys fetched beforehand; an unknown name is an error."""
+
     def txt(name: str) -> DnsResult:
         got = keys.get(name.lower().rstrip("."))
         return DnsResult(got[0], got[1]) if got else DnsResult("error")
 
-    return verify_all(message, txt, max_signatures=max_signatures, minkey=minkey)
+    return txt

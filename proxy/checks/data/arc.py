@@ -4,20 +4,24 @@ sealed, and record the result.
 ``ARC_PASS{sealer:i=N}`` (the chain is intact; the sealer is the latest ARC-Seal's d=),
 ``ARC_FAIL{reason}``, ``ARC_NONE`` (no ARC headers), ``ARC_TEMPERROR`` (key lookup failed).
 By itself ARC only informs; a pass from one of ``[checks.dmarc] trusted_arc_sealers``
-overrides a DMARC failure (``DMARC_FORWARDED``). Runs in the bounded thread pool; the result
+overrides a DMARC failure (``DMARC_FORWARDED``). Keys are prefetched through the async
+resolver, then the chain is verified in the thread pool (in the worker process above
+``[checks.dkim] process_pool_above``); the result
 is shared with DMARC and the Authentication-Results header (:func:`arc_result`).
 """
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from proxy.auth.arc import ArcResult, has_arc, validate
+from proxy.auth import procpool
+from proxy.auth.arc import ArcResult, arc_key_names, has_arc, validate_prefetched
 from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
 from proxy.dns.checkutil import on_temperror_opt, temperror
-from proxy.dns.resolver import DnsResult
 
 ARC_PASS = SymbolDef(
     "ARC_PASS",
@@ -61,11 +65,19 @@ async def arc_result(ctx: CheckContext, services: Services) -> ArcResult:
         if resolver is None or run is None or not has_arc(message):
             res = ArcResult("none")
         else:
-
-            def txt(name: str) -> DnsResult:
-                return resolver.lookup_blocking(name, "TXT")  # type: ignore[no-any-return]
-
-            res = await run(lambda: validate(message, txt))
+            names = arc_key_names(message)
+            answers = await asyncio.gather(*(resolver.lookup(n, "TXT") for n in names))
+            keys = {n: (a.status, tuple(a.records)) for n, a in zip(names, answers, strict=True)}
+            dkim_opts = services.config.checks["dkim"]
+            big = dkim_opts.process_pool_above and len(message) >= dkim_opts.process_pool_above
+            try:
+                if big:
+                    res = await procpool.run(validate_prefetched, message, keys)
+                else:
+                    res = await run(validate_prefetched, message, keys)
+            except BrokenProcessPool:
+                procpool.shutdown()
+                res = await run(validate_prefetched, message, keys)
         ctx.txn.notes["arc"] = res  # type: ignore[union-attr]
         return res
 
