@@ -141,3 +141,27 @@ def test_spf_and_dmarc_skip_relay_networks(
     assert r.get("ok"), r
     line = sg.wait_log("transaction")[-1]
     assert not [k for k in symbols(line) if k.startswith(("SPF_", "DMARC_"))]
+
+
+def test_spf_check_helo(spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer) -> None:
+    """check_helo: the HELO name's SPF is evaluated too; its failure scores SPF_HELO_FAIL."""
+    zone(dns_server)
+    dns_server.add("wide.test", "MX", "10 mail.sender.test.")
+    dns_server.add("wide.test", "TXT", "v=spf1 ip4:127.0.0.0/16 -all")
+    sg = start_gate(spamgate_factory, sink, dns_server, {"checks": {"spf": {"check_helo": True}}})
+    r = send(sg, "127.0.1.9", mail_from="alice@wide.test")  # MAIL FROM passes, HELO does not
+    assert r.get("ok"), r
+    line = sg.wait_log("transaction")[-1]
+    got = {k: v[1] for k, v in symbols(line).items() if k.startswith("SPF_")}
+    assert got == {"SPF_PASS": "wide.test", "SPF_HELO_FAIL": "mail.sender.test"}
+
+
+def test_spf_fail_observed(spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer) -> None:
+    """[checks.spf] mode = "observe": an SPF failure is logged as a would-be reject, mail goes on."""
+    zone(dns_server)
+    sg = start_gate(spamgate_factory, sink, dns_server, {"checks": {"spf": {"mode": "observe"}}})
+    r = send(sg, "127.0.1.9", mail_from="alice@sender.test")
+    assert r.get("ok"), r
+    line = sg.wait_log("transaction")[-1]
+    assert line["would_be"] == "reject"
+    assert "~SPF_FAIL(6){sender.test}" in line["symbols"]

@@ -9,9 +9,11 @@ prepends to the relayed message (after removing any forged header with our auths
 
 from __future__ import annotations
 
+import ipaddress
+
 from proxy.auth.results import method, render
 from proxy.auth.spf import SpfResult
-from proxy.checks.base import Check, CheckContext, Stage, Symbol
+from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol
 from proxy.checks.data.arc import arc_result
 from proxy.checks.data.dkim import signatures
 from proxy.checks.data.dmarc import dmarc_result
@@ -27,6 +29,10 @@ class AuthResults(Check):
     Options = BaseOptions
     description = "Adds the Authentication-Results header (iprev, spf, dkim, dmarc, arc)."
     io = True
+
+    def __init__(self, options: BaseOptions, services: Services) -> None:
+        super().__init__(options, services)
+        self.own = [ipaddress.ip_network(n, strict=False) for n in services.config.relay.relay_networks]
 
     def _enabled(self, name: str) -> bool:
         opts = self.services.config.checks.get(name)
@@ -61,7 +67,7 @@ class AuthResults(Check):
                     parts.append(method("dkim", s.result, props, reason=reason[:100]))
                 if not sigs:
                     parts.append(method("dkim", "none"))
-            if self._enabled("dmarc"):
+            if self._enabled("dmarc") and not any(conn.ip in n for n in self.own):
                 d = await dmarc_result(ctx, self.services)
                 note = f"p={d.policy} dis={d.disposition}" if d.policy else ""
                 parts.append(method("dmarc", d.result, [("header.from", d.from_domain)], note))
