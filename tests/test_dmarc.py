@@ -67,6 +67,8 @@ def test_from_domain() -> None:
     assert from_domain(b"To: b@c\r\n\r\nx") == ("", "no-from")
     assert from_domain(b"From: a@x.test\r\nFrom: b@y.test\r\n\r\nx") == ("", "multiple-from")
     assert from_domain(b"From: a@x.test, b@y.test\r\n\r\nx") == ("", "multiple-from-domains")
+    idn = "From: a@bücher.example\r\n\r\nx".encode()
+    assert from_domain(idn) == ("xn--bcher-kva.example", "")
 
 
 def test_evaluate_pct_and_sp() -> None:

@@ -162,7 +162,13 @@ def from_domain(message: bytes) -> tuple[str, str]:
     domains.discard("")
     if len(domains) != 1:
         return "", "no-from-domain" if not domains else "multiple-from-domains"
-    return domains.pop(), ""
+    domain = domains.pop()
+    if not domain.isascii():  # an internationalised From domain compares in its A-label form
+        try:
+            domain = domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return "", "bad-from-domain"
+    return domain, ""
 
 
 @dataclass(frozen=True, slots=True)

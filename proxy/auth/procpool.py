@@ -32,7 +32,9 @@ async def run(fn: Any, *args: Any) -> Any:
 
 
 def shutdown() -> None:
+    """Stop taking work; what is queued or running still completes (a reload must not cancel
+    the verification of a message in flight). The next :func:`run` starts a new pool."""
     global _pool
     if _pool is not None:
-        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool.shutdown(wait=False, cancel_futures=False)
         _pool = None
