@@ -120,3 +120,16 @@ def test_arc_none_and_fail_under_enforcing_rule(
     r = send_raw(sg.port, forwarded(keys, tamper=True), mail_from="list@fwd.test")
     assert r["error"] == 550
     assert "5.7.29" in r["reply"]
+
+
+def test_arc_two_hops_names_latest_sealer(dns_server: DnsTestServer, keys: dict[str, DkimKey]) -> None:
+    """Two forwarders: the chain validates and the sealer is the latest one (i=2)."""
+    second = DkimKey("relay2.test", selector="arc2").publish(dns_server)
+    keys["sender"].publish(dns_server)
+    keys["fwd"].publish(dns_server)
+    twice = second.arc_seal(forwarded(keys), "mx.relay2.test", "mx.relay2.test; arc=pass")
+    with LoopResolver(dns_server.address) as lr:
+        res = validate(twice, lambda n: lr.lookup(n, "TXT"))
+        broken = validate(twice.replace(b"list footer", b"list fOoter"), lambda n: lr.lookup(n, "TXT"))
+    assert (res.result, res.sealer, res.instance) == ("pass", "relay2.test", 2)
+    assert broken.result == "fail"

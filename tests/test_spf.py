@@ -165,3 +165,18 @@ def test_spf_fail_observed(spamgate_factory: Factory, sink: Sink, dns_server: Dn
     line = sg.wait_log("transaction")[-1]
     assert line["would_be"] == "reject"
     assert "~SPF_FAIL(6){sender.test}" in line["symbols"]
+
+
+def test_spf_ipv6_client(spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer) -> None:
+    """An IPv6 client is matched by ip6: mechanisms."""
+    zone(dns_server)
+    dns_server.add("six.test", "MX", "10 mail.sender.test.")
+    dns_server.add("six.test", "TXT", "v=spf1 ip6:::1/128 -all")
+    dns_server.add("four.test", "MX", "10 mail.sender.test.")
+    dns_server.add("four.test", "TXT", "v=spf1 ip4:127.0.0.1 -all")
+    sg = start_gate(spamgate_factory, sink, dns_server, host="::1")
+    assert send(sg, "::1", mail_from="alice@six.test", host="::1").get("ok")
+    assert spf_symbols(sg, "alice@six.test") == {"SPF_PASS": "six.test"}
+    r = send(sg, "::1", mail_from="alice@four.test", host="::1")
+    assert r["error"] == 550
+    assert spf_symbols(sg, "alice@four.test") == {"SPF_FAIL": "four.test"}
