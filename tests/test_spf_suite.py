@@ -18,21 +18,11 @@ import yaml
 from dnslib import QTYPE, DNSRecord
 
 from proxy.auth.spf import evaluate
-from tests.harness.dns_server import DnsTestServer
+from tests.harness.dns_server import DnsTestServer, wire_name
 from tests.harness.mail_auth import LoopResolver
 
 SUITE = Path(__file__).resolve().parents[1] / "tests" / "data" / "spf" / "rfc7208-tests.yml"
 QTYPES = ("A", "AAAA", "MX", "PTR", "TXT", "CNAME")
-# Names with ':' '/' or spaces ("foo:bar/baz.example.com", "macro%percent  space...") are legal
-# in DNS but c-ares, spamgate's resolver, refuses to query them (EBADNAME -> no such name).
-# These five scenarios are the only ones that depend on such names.
-RESOLVER_LIMITED = {
-    "a-colon-domain",
-    "a-colon-domain-ip4mapped",
-    "mx-colon-domain",
-    "mx-colon-domain-ip4mapped",
-    "macro-mania-in-domain",
-}
 
 
 class SuiteDns(DnsTestServer):
@@ -47,7 +37,7 @@ class SuiteDns(DnsTestServer):
             q = DNSRecord.parse(data).q
         except Exception:
             return None
-        name = str(q.qname).rstrip(".").lower()
+        name = wire_name(q.qname)
         qtype = QTYPE.get(q.qtype, str(q.qtype))
         if (name, qtype) in self.timeouts or (name.startswith("error.") and name not in self.records):
             with self._lock:
@@ -126,8 +116,8 @@ def run_case(case: dict[str, Any], zone: dict[str, Any]) -> str:
 
 
 def test_rfc7208_suite() -> None:
-    """All 203 scenarios; the figure is printed and recorded in docs/AUTH.md. Every scenario
-    passes except the five whose names c-ares cannot query (exactly those, no other)."""
+    """All 203 scenarios pass; the figure is printed and recorded in docs/AUTH.md. (Names with
+    ':', '/' or spaces, which c-ares refuses, go through the resolver's dnspython fallback.)"""
     cases = scenarios()
     failures: dict[str, str] = {}
     for name, case, zone in cases:
@@ -136,11 +126,9 @@ def test_rfc7208_suite() -> None:
         if got not in want:
             failures[name] = f"{name}: got {got}, want {want}"
     passed = len(cases) - len(failures)
-    print(f"\nRFC 7208 suite: {passed}/{len(cases)} pass; resolver-limited: {sorted(failures)}")
+    print(f"\nRFC 7208 suite: {passed}/{len(cases)} pass")
     assert len(cases) == 203
-    unexpected = [v for k, v in failures.items() if k not in RESOLVER_LIMITED]
-    assert not unexpected, "\n".join(unexpected)
-    assert passed >= 198
+    assert not failures, "\n".join(failures.values())
 
 
 @pytest.mark.parametrize("name", ["txttimeout", "alltimeout"])
