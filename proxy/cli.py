@@ -115,7 +115,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         else:
             sys.stdout.write("\n".join(explain.render_log_line(line, rules) for line in lines))
         return 0
-    missing = [n for n in ("ip", "helo", "mail_from", "rcpt") if not getattr(args, n)]
+    missing = [n for n in ("ip", "helo", "mail_from", "rcpt") if getattr(args, n) is None]
     if missing:
         print("error: give --ref, or --ip, --helo, --from and --rcpt", file=sys.stderr)
         return 2

@@ -101,8 +101,14 @@ class Server:
 
         self._watch = start_loop_watch(rt)
         if self.slot == 0:
-            self.admin = AdminServer(rt)
-            await self.admin.start(self.config.metrics.listen)
+            admin = AdminServer(rt)
+            try:
+                await admin.start(self.config.metrics.listen)
+            except OSError as exc:
+                # Mail flow over monitoring: serve SMTP without the admin listener.
+                log.error("admin_listen_failed", listen=self.config.metrics.listen, error=str(exc))
+                return
+            self.admin = admin
 
     async def reload(self) -> bool:
         """Build the new generation completely, then swap it in; on error keep the old one."""

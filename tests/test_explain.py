@@ -96,6 +96,14 @@ def test_clean_envelope_with_message(tmp_path: Path) -> None:
     assert "reply: 250" in text.stdout
 
 
+def test_null_sender(tmp_path: Path) -> None:
+    """--from '' is the null reverse-path of bounces, not a missing argument."""
+    r = explain(tmp_path, "--ip", "203.0.113.5", "--helo", "mx.sender.test", "--from", "", "--rcpt",
+                "bob@example.test", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["mail_from"] == ""
+
+
 def test_missing_arguments_is_an_error(tmp_path: Path) -> None:
     r = explain(tmp_path, "--ip", "203.0.113.5")
     assert r.returncode == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+import socket
 import time
 from collections.abc import Callable
 
@@ -107,3 +108,20 @@ def test_workers_aggregate(sink: Sink, spamgate_factory) -> None:
     starts = {e["pid"] for e in sg.events("started")}
     assert len(starts) == 2
     assert len(sink.state.messages) == n
+
+
+def test_admin_port_in_use_does_not_stop_mail(sink: Sink, spamgate_factory) -> None:
+    """The admin port is taken: an error is logged and SMTP is served without it (no crash loop)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        sg = spamgate_factory(
+            {"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "metrics": {"listen": f"127.0.0.1:{port}"}}
+        )
+        (err,) = sg.wait_log("admin_listen_failed")
+        assert err["level"] == "error"
+        with smtp(sg.port) as c:
+            c.sendmail("a@sender.test", ["bob@example.test"], MSG)
+        assert len(sink.state.messages) == 1
+        assert sg.events("worker_died") == []
