@@ -43,10 +43,10 @@ SPAMGATE = ROOT / ".venv" / "bin" / "spamgate"
 HZ = os.sysconf("SC_CLK_TCK")
 PORTS = {"sink": 20600, "haproxy": 20601, "spamgate": 20602, "spamgate_metrics": 20603}
 ADMIN_PORT = 20604
-FLOOD_NET = "127.0.99"
+FLOOD_NET = "127.0.99"  # blocklisted in bench/spamgate-bench.toml
 # HAProxy needs two descriptors per relayed connection; containers often cap RLIMIT_NOFILE at
 # 20000 (hard), so its idle test stops below that.
-HAPROXY_MAXCONN = 9000  # blocklisted in bench/spamgate-bench.toml
+HAPROXY_MAXCONN = 9000
 
 # name: (smtp-source flags, COUNT for direct/haproxy, COUNT for spamgate)
 WORKLOADS: dict[str, tuple[list[str], int, int]] = {
@@ -145,8 +145,10 @@ def tree_rss_kb(root: int) -> int:
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
         try:
             s.bind(("127.0.0.1", port))
+            s.listen()
         except OSError:
             return False
     return True
@@ -305,21 +307,29 @@ async def _idle(port: int, n: int, hold: float, measure: Any) -> tuple[int, int]
         r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.{i // 5000 + 2}.1", 0))
         conns.append((r, w))
 
-    async def greet(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await r.readline()
-        w.write(b"EHLO idle.bench.test\r\n")
-        while True:
-            line = await r.readline()
-            if not line or line[3:4] != b"-":
-                return
+    async def greet(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        async def talk() -> bool:
+            if not (await r.readline()).startswith(b"220"):
+                return False
+            w.write(b"EHLO idle.bench.test\r\n")
+            while True:
+                line = await r.readline()
+                if not line or line[3:4] != b"-":
+                    return line.startswith(b"250")
 
+        try:
+            return await asyncio.wait_for(talk(), 20)
+        except (TimeoutError, ConnectionError):
+            return False
+
+    greeted = 0
     for i in range(0, n, 500):
-        await asyncio.gather(*(greet(r, w) for r, w in conns[i : i + 500]))
+        greeted += sum(await asyncio.gather(*(greet(r, w) for r, w in conns[i : i + 500])))
     await asyncio.sleep(hold)
     after = measure()
     for _, w in conns:
         w.close()
-    return after, len(conns)
+    return after, greeted
 
 
 def idle(procs: dict[str, Proc], peer: str, n: int) -> dict[str, Any]:
@@ -450,7 +460,17 @@ def main() -> int:
     ap.add_argument("--flood-conns", type=int, default=20000)
     ap.add_argument("--latency-msgs", type=int, default=1000)
     ap.add_argument("--only", default="", help="comma-separated workloads (w1_single,...,latency,w4,w6)")
+    ap.add_argument("--summarize", metavar="DIR", help="print the summary of a finished run")
     args = ap.parse_args()
+    if args.summarize:
+        d = Path(args.summarize)
+        runs = [json.loads(x) for x in (d / "runs.jsonl").read_text().splitlines() if x]
+        meta = json.loads((d / "meta.json").read_text())
+        more = Path(args.summarize) / "more.jsonl"  # e.g. a separate --only w6 run appended
+        if more.exists():
+            runs += [json.loads(x) for x in more.read_text().splitlines() if x]
+        print(summarize(runs, meta))
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started on the way out
     only = set(filter(None, args.only.split(",")))
 
@@ -501,7 +521,8 @@ def main() -> int:
                     record(flood(procs, args.flood_conns // (5 if args.quick else 1)), rnd)
             if want("w6"):
                 for peer in ("haproxy", "spamgate"):
-                    record(idle(procs, peer, args.idle_conns), 0)
+                    n = min(args.idle_conns, HAPROXY_MAXCONN) if peer == "haproxy" else args.idle_conns
+                    record(idle(procs, peer, n), 0)
     finally:
         for p in procs.values():
             p.stop()
