@@ -59,6 +59,7 @@ def test_metrics_count_transactions_symbols_and_connections(sink: Sink, spamgate
     assert sample(body, "spamgate_message_size_bytes_bucket", le="16384.0") == 1
     assert sample(body, "spamgate_downstream_seconds_count", phase="data") == 1
     assert sample(body, "spamgate_downstream_seconds_count", phase="mail") == 2
+    assert sample(body, "process_resident_memory_bytes") > 0
     # The loop watcher runs every 0.5 s.
     body = wait_sample(port, "spamgate_event_loop_lag_seconds_count", 1, timeout=3)
     assert sample(body, "spamgate_event_loop_lag_seconds_count") >= 1

@@ -128,3 +128,21 @@ def test_list_file_change_is_picked_up(
     assert "not-a-network" in sg.events("reload_refused")[0]["error"]
     with pytest.raises(smtplib.SMTPConnectError):
         smtp(sg.port, source_ip="127.0.0.44")
+
+
+def test_reload_with_workers(sink: Sink, spamgate_factory: Callable[..., Spamgate], site: Path) -> None:
+    """With two workers, SIGHUP to the supervisor reloads both: every new session sees the rule."""
+    site.write_text("")
+    sg = spamgate_factory(
+        {
+            "server": {"workers": 2},
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "policy": {"site_rules": [str(site)]},
+        }
+    )
+    sg.wait_log("started", count=2)
+    site.write_text("[symbols.HELO_NOT_FQDN]\nscore = 20\n")
+    _reload(sg, "reloaded", 2)  # one line per worker
+    # Different source addresses spread the sessions over both workers (SO_REUSEPORT hash).
+    codes = {_send(sg, helo="nodots", source_ip=f"127.0.2.{i + 1}") for i in range(12)}
+    assert codes == {550}

@@ -44,6 +44,10 @@ class _Metrics:
         # In multiprocess mode the values live in files; this registry only anchors them.
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
+        if not multi:  # process_* series (CPU, RSS, open fds); not available per worker file
+            from prometheus_client import ProcessCollector
+
+            ProcessCollector(registry=reg)
         self.connections = Counter(
             "spamgate_connections", "Client connections, by close reason.", ["closed"], registry=reg
         )
