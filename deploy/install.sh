@@ -7,6 +7,8 @@
 #   PREFIX            virtualenv to create               (default: /opt/spamgate)
 #   CONFIG_DIR        where spamgate.toml is written     (default: /etc/spamgate)
 #   STATE_DIR         writable state (maildir fallback)  (default: /var/lib/spamgate)
+#   RULES_DIR         where the shipped rules go         (default: PREFIX/share/spamgate/rules;
+#                     /usr/share/spamgate/rules is where spamgate looks when no rules_dir is set)
 #   PYTHON            interpreter for the virtualenv     (default: python3)
 #   SPAMGATE_USER     create this system user and give it STATE_DIR (root only; default: none)
 #   SPAMGATE_SETCAP   1: grant CAP_NET_BIND_SERVICE to the virtualenv's own python binary
@@ -20,6 +22,7 @@ PREFIX=${PREFIX:-/opt/spamgate}
 CONFIG_DIR=${CONFIG_DIR:-/etc/spamgate}
 STATE_DIR=${STATE_DIR:-/var/lib/spamgate}
 PYTHON=${PYTHON:-python3}
+RULES_DIR=${RULES_DIR:-$PREFIX/share/spamgate/rules}
 SPAMGATE_USER=${SPAMGATE_USER:-}
 SPAMGATE_SETCAP=${SPAMGATE_SETCAP:-0}
 PIP_ARGS=${PIP_ARGS:-}
@@ -30,16 +33,17 @@ echo "install: spamgate from $SPAMGATE_SRC into $PREFIX"
 # shellcheck disable=SC2086
 "$PREFIX/bin/python" -m pip install -q $PIP_ARGS "$SPAMGATE_SRC"
 
-# Rules ship beside the code: a non-editable install reads them from here (policy.rules_dir).
-rules="$PREFIX/share/spamgate/rules"
+# Rules (and rules/patterns) ship beside the code: a non-editable install reads them from here.
+rules="$RULES_DIR"
 mkdir -p "$rules"
-cp "$SPAMGATE_SRC"/rules/*.toml "$rules/"
+cp -R "$SPAMGATE_SRC"/rules/. "$rules/"
 
 mkdir -p "$CONFIG_DIR" "$STATE_DIR/mail"
 if [ ! -f "$CONFIG_DIR/spamgate.toml" ]; then
     "$PREFIX/bin/spamgate" show-config --defaults \
         | sed -e "s#^rules_dir = .*#rules_dir = \"$rules\"#" \
               -e "s#^maildir = .*#maildir = \"$STATE_DIR/mail\"#" \
+              -e "s#^dynamic_patterns = \"\"#dynamic_patterns = \"$rules/patterns/dynamic-hostnames.txt\"#" \
         > "$CONFIG_DIR/spamgate.toml"
     echo "install: wrote $CONFIG_DIR/spamgate.toml (edit relay.downstream and relay.local_domains)"
 fi

@@ -14,7 +14,10 @@ from tests.harness.clients import smtp
 from tests.harness.proc import Spamgate, free_port
 from tests.harness.sink import Sink
 
-MSG = "Subject: hi\r\n\r\nhello\r\n" + ("x" * 70 + "\r\n") * 70
+MSG = (
+    "From: a@sender.test\r\nTo: bob@example.test\r\nSubject: hi\r\n"
+    "Date: Sun, 29 Nov 2026 01:00:00 +0000\r\nMessage-ID: <m@sender.test>\r\n\r\n"
+) + ("x" * 70 + "\r\n") * 70
 
 
 def _admin(sink: Sink, factory: Callable[..., Spamgate], **extra: object) -> tuple[Spamgate, int]:
@@ -34,6 +37,7 @@ def test_metrics_count_transactions_symbols_and_connections(sink: Sink, spamgate
     """A delivered mail, a relay-denied recipient and a blocklisted client each move their series."""
     sg, port = _admin(sink, spamgate_factory)
     with smtp(sg.port) as c:
+        c.ehlo("mail.sender.test")
         c.sendmail("a@sender.test", ["bob@example.test"], MSG)
     with smtp(sg.port, source_ip="127.0.0.5") as c:
         c.ehlo("client.test")
@@ -103,6 +107,7 @@ def test_workers_aggregate(sink: Sink, spamgate_factory) -> None:
     n = 24
     for i in range(n):
         with smtp(sg.port, source_ip=f"127.0.1.{i + 1}") as c:
+            c.ehlo("mail.sender.test")
             c.sendmail("a@sender.test", ["bob@example.test"], MSG)
     body = wait_sample(port, "spamgate_transactions_total", n)
     assert sample(body, "spamgate_transactions_total", outcome="delivered") == n
@@ -123,6 +128,7 @@ def test_admin_port_in_use_does_not_stop_mail(sink: Sink, spamgate_factory) -> N
         (err,) = sg.wait_log("admin_listen_failed")
         assert err["level"] == "error"
         with smtp(sg.port) as c:
+            c.ehlo("mail.sender.test")
             c.sendmail("a@sender.test", ["bob@example.test"], MSG)
         assert len(sink.state.messages) == 1
         assert sg.events("worker_died") == []

@@ -37,6 +37,7 @@ from aiosmtpd.smtp import Session as AiosmtpdSession
 
 from proxy import replies as R
 from proxy.checks.base import CheckContext, Stage, SymbolDef
+from proxy.checks.connect import pregreet
 from proxy.checks.core_symbols import BARE_NEWLINE, LINE_TOO_LONG, SIZE_EXCEEDED, TOO_MANY_RCPTS
 from proxy.policy.engine import Action, Hit, Verdict
 from proxy.relay.base import ClientIdentity, Downstream
@@ -227,6 +228,7 @@ class SmtpSession(AiosmtpdSMTP):
             self._shut()
             return False
         if gen.pipeline.has_stage(Stage.CONNECT):
+            await pregreet.before_checks(self, conn)  # postscreen-style "220-" teaser, when enabled
             hits = await gen.pipeline.run(Stage.CONNECT, CheckContext(Stage.CONNECT, conn))
             conn.connect_hits = hits
             verdict = gen.policy.decide(hits, Stage.CONNECT)
