@@ -11,6 +11,7 @@ import pytest
 
 from tests.harness.admin import get, sample, wait_sample
 from tests.harness.clients import smtp
+from tests.harness.dns_server import DnsTestServer
 from tests.harness.proc import Spamgate, free_port
 from tests.harness.sink import Sink
 
@@ -132,3 +133,32 @@ def test_admin_port_in_use_does_not_stop_mail(sink: Sink, spamgate_factory) -> N
             c.sendmail("a@sender.test", ["bob@example.test"], MSG)
         assert len(sink.state.messages) == 1
         assert sg.events("worker_died") == []
+
+
+def test_dns_metrics(sink: Sink, spamgate_factory, dns_server: DnsTestServer) -> None:
+    """Queries through the resolver are counted by type and outcome, with latency; a repeated
+    lookup is a cache hit; a probed DNS list reports its health."""
+    dns_server.add("2.0.0.127.bl.test", "A", "127.0.0.2")
+    dns_server.add("mail.sender.test", "A", "127.0.0.1")
+    dns_server.add("sender.test", "MX", "10 mail.sender.test.")
+    port = free_port()
+    sg = spamgate_factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "dns": {"nameservers": [dns_server.address], "timeout": "300ms", "retries": 0},
+            "metrics": {"listen": f"127.0.0.1:{port}"},
+            "checks": {"dnsbl": {"zones": ["bl.test*3"]}},
+        }
+    )
+    sg.wait_log("admin_listening")
+    for _ in range(2):
+        with smtp(sg.port, source_ip="127.0.0.3") as c:
+            c.ehlo("mail.sender.test")
+            c.sendmail("a@sender.test", ["bob@example.test"], MSG)
+    body = wait_sample(port, "spamgate_list_healthy", 1, zone="bl.test")
+    assert sample(body, "spamgate_list_healthy", zone="bl.test") == 1
+    assert sample(body, "spamgate_dns_queries_total", qtype="A", outcome="ok") >= 1  # the probe
+    assert sample(body, "spamgate_dns_queries_total", qtype="PTR") >= 1  # rDNS of 127.0.0.3
+    assert sample(body, "spamgate_dns_queries_total", outcome="nxdomain") >= 1
+    assert sample(body, "spamgate_dns_queries_total", outcome="cache_hit") >= 1  # second session
+    assert sample(body, "spamgate_dns_query_seconds_count") >= 2
