@@ -50,7 +50,13 @@ async def run_blocking(fn: Any, *args: Any) -> Any:
 
 
 def build_services(config: Config) -> Services:
-    return Services(config=config, resolver=build_resolver(config), run_blocking=run_blocking)
+    services = Services(config=config, resolver=build_resolver(config), run_blocking=run_blocking)
+    from proxy.observability import metrics
+
+    if metrics.enabled():
+        services.on_transaction.append(metrics.on_transaction)
+        services.on_close.append(metrics.on_close)
+    return services
 
 
 def build_generation(config: Config, services: Services | None = None) -> Generation:

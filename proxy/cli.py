@@ -4,6 +4,8 @@ spamgate run [--config FILE] [--listen HOST:PORT ...] [--downstream HOST:PORT]
 spamgate check-config [--config FILE]     validate config and rules; errors name the key
 spamgate show-config [--config FILE] [--defaults]
 spamgate docs config|symbols              the generated reference pages
+spamgate explain --ip A --helo H --from S --rcpt R [--message F] [--json]   dry-run the verdict
+spamgate explain --ref REF [--log FILE]   a past transaction from the log
 """
 
 from __future__ import annotations
@@ -96,6 +98,63 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from proxy import explain
+    from proxy.app import load_policy_rules
+
+    try:
+        config = load(args.config)
+        rules = load_policy_rules(config)
+    except (ConfigError, RulesError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.ref:
+        log_file = args.log or config.log.file
+        if not log_file:
+            print("error: no log file: give --log FILE or set log.file", file=sys.stderr)
+            return 2
+        try:
+            lines = explain.find_ref(log_file, args.ref)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not lines:
+            print(f"no log line with ref {args.ref} in {log_file}", file=sys.stderr)
+            return 1
+        if args.json:
+            sys.stdout.write("".join(json.dumps(line) + "\n" for line in lines))
+        else:
+            sys.stdout.write("\n".join(explain.render_log_line(line, rules) for line in lines))
+        return 0
+    missing = [n for n in ("ip", "helo", "mail_from", "rcpt") if getattr(args, n) is None]
+    if missing:
+        print("error: give --ref, or --ip, --helo, --from and --rcpt", file=sys.stderr)
+        return 2
+    try:
+        message = open(args.message, "rb").read() if args.message else None  # noqa: SIM115
+        ex = asyncio.run(
+            explain.simulate(
+                config,
+                ip=args.ip,
+                helo=args.helo,
+                mail_from=args.mail_from,
+                rcpts=args.rcpt,
+                message=message,
+            )
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(json.dumps(explain.to_dict(ex, rules), indent=2) + "\n")
+    else:
+        sys.stdout.write(explain.render_text(ex, rules))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spamgate", description="In-session SMTP filtering proxy.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -114,6 +173,17 @@ def parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="print a generated reference page (Markdown)")
     docs.add_argument("what", choices=("config", "symbols"))
     docs.set_defaults(func=cmd_docs)
+    ex = sub.add_parser("explain", help="show the symbols, score and reply for an envelope, or a past ref")
+    ex.add_argument("--config")
+    ex.add_argument("--ip", help="client address")
+    ex.add_argument("--helo", help="HELO/EHLO name")
+    ex.add_argument("--from", dest="mail_from", help="envelope sender ('' for <>)")
+    ex.add_argument("--rcpt", action="append", help="recipient (repeatable)")
+    ex.add_argument("--message", help="message file (.eml) to run the DATA checks on")
+    ex.add_argument("--ref", help="find a past transaction or connection by its ref in the log")
+    ex.add_argument("--log", help="log file for --ref (default: log.file of the configuration)")
+    ex.add_argument("--json", action="store_true", help="machine-readable output")
+    ex.set_defaults(func=cmd_explain)
     return p
 
 

@@ -330,6 +330,7 @@ class SmtpSession(AiosmtpdSMTP):
             self.gen.release_downstream(self.downstream)
             self.downstream = None
         self._log_connection(conn)
+        conn.notes["closed"] = self._close_reason or "closed"
         for cb in self.gen.services.on_close:
             cb(conn)
 
@@ -824,6 +825,7 @@ class SmtpSession(AiosmtpdSMTP):
         if self.gen.config.server.mode == "observe":
             fields["mode"] = "observe"
         log.info("transaction", **fields)
+        txn.notes["hits"] = hits
         for cb in self.gen.services.on_transaction:
             cb(conn, txn, outcome)
 
