@@ -49,7 +49,14 @@ async def run_blocking(fn: Any, *args: Any) -> Any:
 
 
 def build_services(config: Config) -> Services:
-    return Services(config=config, run_blocking=run_blocking)
+    from proxy.state import build_store
+    from proxy.state.pass_cache import StorePassCache
+
+    store = build_store(config.store)
+    services = Services(config=config, run_blocking=run_blocking, store=store)
+    services.pass_cache = StorePassCache(store)
+    services.readiness["store"] = store.ping
+    return services
 
 
 def build_generation(config: Config, services: Services | None = None) -> Generation:
@@ -77,5 +84,7 @@ async def start_generation(gen: Generation) -> None:
 
 async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
+    if gen.services.store is not None:
+        await gen.services.store.close()
     if gen.pool is not None:
         await gen.pool.close()

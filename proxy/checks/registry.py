@@ -5,22 +5,32 @@ give its symbols a line in ``rules/`` if the default score should differ, run ``
 from __future__ import annotations
 
 from proxy.checks.base import Check, SymbolDef
+from proxy.checks.connect.ratelimit import RateLimit
+from proxy.checks.connect.reputation import Reputation
 from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
 from proxy.checks.data.headers import HeaderSanity
 from proxy.checks.helo.syntax import HeloSyntax
+from proxy.checks.mail.ratelimit import RateLimitMail
 from proxy.checks.mail.sender_syntax import SenderSyntax
+from proxy.checks.rcpt.greylist import Greylist
+from proxy.checks.rcpt.ratelimit import RateLimitRcpt
 from proxy.checks.rcpt.relay_control import RelayControl
 
 CHECKS: tuple[type[Check], ...] = (
     # connect
     StaticLists,
+    RateLimit,
+    Reputation,
     # helo
     HeloSyntax,
     # mail
     SenderSyntax,
+    RateLimitMail,
     # rcpt
     RelayControl,
+    Greylist,
+    RateLimitRcpt,
     # data
     HeaderSanity,
 )

@@ -95,6 +95,8 @@ class Policy:
             would = max(would, forced)
             if not observed and forced > action:
                 action, cause, reply = forced, h.name, self._reply(rule, forced, stage)
+                if reply is not None and "{evidence}" in reply.text:  # e.g. greylisting's retry hint
+                    reply = Reply(reply.code, reply.enhanced, reply.text.replace("{evidence}", h.evidence))
         would = max(would, self.rules.threshold_action(total))
         t_action = self.rules.threshold_action(enforced_total)
         if t_action > action:

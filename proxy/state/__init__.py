@@ -1,0 +1,34 @@
+"""Shared state: :func:`build_store` turns ``[store] url`` into a :class:`Store`.
+
+See :mod:`proxy.state.base` for the operations and their contract.
+"""
+
+from __future__ import annotations
+
+from proxy.state.base import Store, StoreError
+from proxy.state.config import StoreConfig
+
+__all__ = ["Store", "StoreError", "build_store"]
+
+
+def build_store(config: StoreConfig) -> Store:
+    url = config.url
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme == "memory":
+        from proxy.state.memory import MemoryStore
+
+        return MemoryStore(config.timeout, config.prefix, config.memory_max_keys)
+    if scheme == "sqlite":
+        from proxy.state.sqlite_store import SqliteStore
+
+        path = url[len("sqlite:///") :] if url.startswith("sqlite:///") else url[len("sqlite://") :]
+        if url.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+        if not path:
+            raise ValueError("store.url: sqlite:///path needs a path")
+        return SqliteStore(path, config.timeout, config.prefix, config.purge_interval)
+    if scheme in ("redis", "rediss", "redis+sentinel", "redis+cluster", "unix"):
+        from proxy.state.redis_store import RedisStore
+
+        return RedisStore(url, config.timeout, config.prefix, config.password)
+    raise ValueError(f"store.url: unsupported backend {url!r} (memory://, sqlite:///path, redis://...)")
