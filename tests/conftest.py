@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from tests.harness.proc import Spamgate
+from tests.harness.redis_server import redis_server  # noqa: F401
 from tests.harness.sink import Sink
 
 

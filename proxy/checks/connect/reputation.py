@@ -115,7 +115,7 @@ class Reputation(Check):
             out.append(REPUTATION_PENALTY.hit(conn.ip_str))
         for scope, (acc, rej) in (("ip", ip_hist), ("net", net_hist)):
             total = acc + rej
-            if total < o.min_messages:
+            if round(total, 2) < o.min_messages:  # a fresh count decays by a hair
                 continue
             ratio = rej / total
             evidence = f"{scope}:a={acc:.1f},r={rej:.1f}"
