@@ -21,7 +21,7 @@ from proxy.state.pass_cache import StorePassCache
 from proxy.state.redis_store import RedisStore, parse_hosts
 from proxy.state.sqlite_store import SqliteStore
 from tests.harness.proc import ROOT, free_port
-from tests.harness.redis_server import RedisServer
+from tests.harness.redis_server import RedisCluster, RedisSentinel, RedisServer
 
 
 @pytest.fixture(params=["memory", "sqlite", "redis"])
@@ -246,3 +246,53 @@ async def test_sqlite_shared_by_processes(tmp_path: Path) -> None:
     assert await s.incr("shared", 600) == 451  # no lost update across processes
     assert (await s.slot_acquire("slots", "z", 100, 600)) == (True, 10)
     await s.close()
+
+
+async def _contract(s: Store) -> None:
+    """A condensed run of every operation (for the Sentinel and Cluster deployments)."""
+    assert await s.ping()
+    await s.set("k", "v", 10)
+    assert await s.get("k") == "v"
+    assert await s.incr("c", 10) == 1
+    for i in range(1, 4):
+        assert await s.window_hit(f"w{i}", 60) >= 1
+        assert await s.window_hit("w", 60) >= i
+    assert await s.slot_acquire("conc", "a", 1, 10) == (True, 1)
+    assert await s.slot_acquire("conc", "b", 1, 10) == (False, 1)
+    await s.slot_release("conc", "a")
+    assert await s.slot_acquire("conc", "b", 1, 10) == (True, 1)
+    assert (await s.greylist("t", 0.3, 5, 60))[0] == "new"
+    assert (await s.greylist("t", 0.3, 5, 60))[0] == "early"
+    await asyncio.sleep(0.35)
+    assert (await s.greylist("t", 0.3, 5, 60))[0] == "pass"
+    await s.decay("r", 3, 1, 3600, 60)
+    a, r = await s.decay("r", 0, 0, 3600, 60)
+    assert (round(a), round(r)) == (3, 1)
+
+
+async def test_sentinel_deployment(tmp_path: Path) -> None:
+    master = RedisServer(tmp_path / "master").start()
+    sentinel = RedisSentinel(tmp_path / "sentinel", master).start()
+    try:
+        s = build_store(StoreConfig(url=f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster", timeout=2))
+        assert s.backend == "sentinel"
+        await _contract(s)
+        assert master.cli("GET", "sg:k") == "v"  # it wrote to the master the sentinel named
+        await s.close()
+    finally:
+        sentinel.stop()
+        master.stop()
+
+
+async def test_cluster_deployment(tmp_path: Path) -> None:
+    cluster = RedisCluster(tmp_path / "cluster").start()
+    try:
+        s = build_store(StoreConfig(url=cluster.url, timeout=2))
+        assert s.backend == "cluster"
+        await _contract(s)
+        # The keys are spread over the masters (so the hash tags, not luck, kept scripts working).
+        counts = [int(n.cli("DBSIZE") or 0) for n in cluster.nodes]
+        assert sum(1 for c in counts if c) >= 2, counts
+        await s.close()
+    finally:
+        cluster.stop()

@@ -151,7 +151,9 @@ def make_client(url: str, timeout: float, password: str = "") -> Any:
             password=pw or None,
             db=db,
         )
-        return sentinel.master_for(service)
+        client = sentinel.master_for(service)
+        client._spamgate_sentinels = sentinel.sentinels  # closed with the client (RedisStore.close)
+        return client
     if scheme == "redis+cluster":
         from redis.asyncio.cluster import ClusterNode, RedisCluster
 
@@ -244,7 +246,8 @@ class RedisStore(Store):
         await self.client.ping()
 
     async def close(self) -> None:
-        try:
-            await self.client.aclose()
-        except Exception:  # noqa: S110 - closing a dead connection is not an error worth raising
-            pass
+        for c in [self.client, *getattr(self.client, "_spamgate_sentinels", [])]:
+            try:
+                await c.aclose()
+            except Exception:  # noqa: S110 - closing a dead connection is not an error worth raising
+                pass

@@ -114,3 +114,57 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     rs = RedisServer(tmp_path / "redis").start()
     yield rs
     rs.stop()
+
+
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) is free too."""
+    import random
+    import socket
+
+    for _ in range(200):
+        p = random.randint(20000, 29999)
+        try:
+            for q in (p, p + 10000):
+                with socket.socket() as s:
+                    s.bind(("127.0.0.1", q))
+        except OSError:
+            continue
+        return p
+    raise RuntimeError("no free port pair for a cluster node")
+
+
+class RedisCluster:
+    """Three masters (``--cluster-enabled``) joined with ``redis-cli --cluster create``."""
+
+    def __init__(self, workdir: Path, size: int = 3) -> None:
+        self.nodes = []
+        for i in range(size):
+            port = cluster_port()
+            extra = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            extra += ["--cluster-node-timeout", "2000"]
+            self.nodes.append(RedisServer(workdir / f"node{i}", port=port, extra=extra))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> RedisCluster:
+        for n in self.nodes:
+            n.start()
+        addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [REDIS_CLI, "--cluster", "create", *addrs, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
+        deadline = time.monotonic() + 20
+        while not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("cluster did not become ok")
+            time.sleep(0.1)
+        return self
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
