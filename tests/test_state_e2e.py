@@ -282,3 +282,34 @@ def test_sqlite_shared_by_two_workers(sink: Sink, spamgate_factory: Factory) -> 
     assert (sg.dir / "state" / "state.db").exists()
     pids = {e.get("pid") for e in sg.events("started")}
     assert len(pids) == 2
+
+
+def test_slots_of_a_dead_instance_expire(
+    sink: Sink, spamgate_factory: Factory, redis_server: RedisServer
+) -> None:
+    cfg = {
+        "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+        "store": {"url": redis_server.url},
+        "checks": {"ratelimit": {"concurrency_per_ip": 1, "slot_ttl": "1500ms"}},
+    }
+    a = spamgate_factory(cfg)
+    b = spamgate_factory(cfg)
+    held = Raw(a.port, source_ip="127.0.0.2")
+    assert held.reply().startswith("220")
+    # A long session keeps its slot: it is refreshed while the connection lives.
+    time.sleep(2.0)
+    c = Raw(b.port, source_ip="127.0.0.2")
+    assert c.reply().startswith("421 4.7.0")
+    c.sock.close()
+    assert a.proc is not None
+    a.proc.kill()  # the instance dies without releasing its slot
+    a.proc.wait()
+    held.sock.close()
+    c = Raw(b.port, source_ip="127.0.0.2")
+    assert c.reply().startswith("421 4.7.0")  # still held...
+    c.sock.close()
+    time.sleep(1.6)
+    c = Raw(b.port, source_ip="127.0.0.2")
+    assert c.reply().startswith("220")  # ...until it expired
+    c.cmd("QUIT")
+    c.sock.close()

@@ -2,14 +2,34 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
-from proxy.config.fields import opt
+from proxy.config.fields import ConfigError, opt
+
+SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+sentinel", "redis+cluster", "unix")
+
+
+def _build_url(value: Any, path: str) -> str:
+    if not isinstance(value, str) or "://" not in value:
+        raise ConfigError(path, f"expected a store URL like 'sqlite:///var/state.db', got {value!r}")
+    scheme = value.split("://", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise ConfigError(path, f"unsupported store {scheme!r} (known: {', '.join(SCHEMES)})")
+    if scheme == "redis+sentinel" and value.split("://", 1)[1].rstrip("/").count("/") < 1:
+        raise ConfigError(path, "redis+sentinel:// needs the service name: redis+sentinel://h:p,h:p/service")
+    return value
+
+
+def _url_opt(default: str, doc: str) -> Any:
+    f = opt(default, doc)
+    return dataclasses.field(default=default, metadata={**f.metadata, "build": _build_url})
 
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    url: str = opt(
+    url: str = _url_opt(
         "sqlite:///var/state.db",
         "State backend: 'memory://', 'sqlite:///path' (one host), 'redis://', 'rediss://', "
         "'redis+sentinel://h:p,h:p/service', 'redis+cluster://h:p,h:p'.",

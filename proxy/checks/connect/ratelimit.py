@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
-from proxy.config.fields import opt, parse_duration
+from proxy.config.fields import ConfigError, opt, parse_duration
 from proxy.session.state import Connection
 from proxy.state.base import Store, StoreError
 from proxy.state.symbols import ON_STORE_ERROR_DOC, STORE_SYMBOLS, Background, netblock, store_failed
@@ -62,38 +64,51 @@ RATELIMIT_RECIPIENTS = SymbolDef(
 )
 
 
+def parse_limit(text: str, path: str = "") -> tuple[int, float] | None:
+    """``"100/1m"`` -> (100, 60.0); ``""`` -> None (off). Raises ConfigError naming ``path``."""
+    if not text.strip():
+        return None
+    count, sep, window = text.partition("/")
+    if not sep or not count.strip().isdigit():
+        raise ConfigError(path, f"expected a limit like '100/1m' (count/window) or '', got {text!r}")
+    seconds = parse_duration(window.strip(), path)
+    if seconds <= 0:
+        raise ConfigError(path, f"the window must be positive in {text!r}")
+    return int(count), seconds
+
+
+def _build_limit(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(path, f"expected a limit like '100/1m', got {value!r}")
+    parse_limit(value, path)
+    return value
+
+
+def limit_opt(default: str, doc: str) -> Any:
+    """A ``count/window`` option, validated when the configuration is loaded."""
+    f = opt(default, doc)
+    return dataclasses.field(default=default, metadata={**f.metadata, "build": _build_limit})
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimitOptions(BaseOptions):
-    connections_per_ip: str = opt("60/1m", "New connections per client IP ('count/window'; '' = off).")
-    connections_per_netblock: str = opt("300/1m", "New connections per client netblock.")
+    connections_per_ip: str = limit_opt("60/1m", "New connections per client IP ('count/window'; '' = off).")
+    connections_per_netblock: str = limit_opt("300/1m", "New connections per client netblock.")
     concurrency_per_ip: int = opt(
         30, "Concurrent connections per client IP across the whole fleet; 0 = off.", minimum=0
     )
-    messages_per_ip: str = opt("120/1m", "Messages (MAIL commands) per client IP.")
-    messages_per_netblock: str = opt("600/1m", "Messages per client netblock.")
-    messages_per_sender_domain: str = opt("600/1m", "Messages per envelope sender domain.")
-    recipients_per_ip: str = opt("1000/1m", "Recipients (RCPT commands) per client IP.")
-    recipients_per_netblock: str = opt("5000/1m", "Recipients per client netblock.")
-    recipients_per_sender_domain: str = opt("5000/1m", "Recipients per envelope sender domain.")
+    messages_per_ip: str = limit_opt("120/1m", "Messages (MAIL commands) per client IP.")
+    messages_per_netblock: str = limit_opt("600/1m", "Messages per client netblock.")
+    messages_per_sender_domain: str = limit_opt("600/1m", "Messages per envelope sender domain.")
+    recipients_per_ip: str = limit_opt("1000/1m", "Recipients (RCPT commands) per client IP.")
+    recipients_per_netblock: str = limit_opt("5000/1m", "Recipients per client netblock.")
+    recipients_per_sender_domain: str = limit_opt("5000/1m", "Recipients per envelope sender domain.")
     netblock_v4: int = opt(24, "Prefix length of an IPv4 netblock.", minimum=8)
     netblock_v6: int = opt(64, "Prefix length of an IPv6 netblock.", minimum=16)
     slot_ttl: float = opt(
         "5m", "A concurrency slot expires after this unless refreshed (instance died).", kind="duration"
     )
     on_store_error: str = opt("continue", ON_STORE_ERROR_DOC, choices=("continue", "tempfail"))
-
-
-def parse_limit(text: str, path: str = "") -> tuple[int, float] | None:
-    """``"100/1m"`` -> (100, 60.0); ``""`` -> None (off)."""
-    if not text.strip():
-        return None
-    count, sep, window = text.partition("/")
-    if not sep or not count.strip().isdigit():
-        raise ValueError(f"{path}: expected a limit like '100/1m', got {text!r}")
-    seconds = parse_duration(window.strip(), path)
-    if seconds <= 0:
-        raise ValueError(f"{path}: the window must be positive in {text!r}")
-    return int(count), seconds
 
 
 class Limits:
