@@ -49,10 +49,10 @@ async def run_blocking(fn: Any, *args: Any) -> Any:
 
 
 def build_services(config: Config) -> Services:
-    from proxy.state import build_store
+    from proxy.state import acquire_store
     from proxy.state.pass_cache import StorePassCache
 
-    store = build_store(config.store)
+    store = acquire_store(config.store)
     services = Services(config=config, run_blocking=run_blocking, store=store)
     services.pass_cache = StorePassCache(store)
     services.readiness["store"] = store.ping
@@ -85,6 +85,8 @@ async def start_generation(gen: Generation) -> None:
 async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
     if gen.services.store is not None:
-        await gen.services.store.close()
+        from proxy.state import release_store
+
+        await release_store(gen.services.store)
     if gen.pool is not None:
         await gen.pool.close()

@@ -313,3 +313,14 @@ def test_slots_of_a_dead_instance_expire(
     assert c.reply().startswith("220")  # ...until it expired
     c.cmd("QUIT")
     c.sock.close()
+
+
+def test_reload_keeps_state(sink: Sink, spamgate_factory: Factory) -> None:
+    import signal
+
+    sg = spamgate_factory(greylist_cfg(sink, "memory://"))
+    assert attempt(sg, "127.0.0.2").startswith("451 4.7.1")
+    sg.signal(signal.SIGHUP)
+    sg.wait_log("reloaded")
+    time.sleep(1.1)
+    assert attempt(sg, "127.0.0.2").startswith("250")  # the same store survived the reload

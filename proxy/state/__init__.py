@@ -1,6 +1,9 @@
 """Shared state: :func:`build_store` turns ``[store] url`` into a :class:`Store`.
 
-See :mod:`proxy.state.base` for the operations and their contract.
+See :mod:`proxy.state.base` for the operations and their contract. A running server gets its
+store through :func:`acquire_store` / :func:`release_store`: a reload with an unchanged
+``[store]`` section keeps the same store (connections, SQLite threads), so sessions of the old
+generation still in flight keep working; the store is closed when its last user releases it.
 """
 
 from __future__ import annotations
@@ -8,7 +11,26 @@ from __future__ import annotations
 from proxy.state.base import Store, StoreError
 from proxy.state.config import StoreConfig
 
-__all__ = ["Store", "StoreError", "build_store"]
+__all__ = ["Store", "StoreError", "acquire_store", "build_store", "release_store"]
+
+_shared: dict[StoreConfig, tuple[Store, int]] = {}
+
+
+def acquire_store(config: StoreConfig) -> Store:
+    store, users = _shared.get(config) or (build_store(config), 0)
+    _shared[config] = (store, users + 1)
+    return store
+
+
+async def release_store(store: Store) -> None:
+    for config, (s, users) in list(_shared.items()):
+        if s is store:
+            if users > 1:
+                _shared[config] = (s, users - 1)
+                return
+            del _shared[config]
+            break
+    await store.close()
 
 
 def build_store(config: StoreConfig) -> Store:

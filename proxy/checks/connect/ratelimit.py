@@ -198,9 +198,7 @@ class RateLimit(Check):
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        for slot, name in list(self.held.items()):
-            self.bg.spawn(self.limits.store.slot_release(name, slot))
-        self.held.clear()
+        # Slots still held belong to sessions in flight (a reload): their on_close releases them.
         await self.bg.drain()
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
