@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness.clients import Raw
 from tests.harness.proc import Spamgate
-from tests.harness.redis_server import RedisServer
+from tests.harness.redis_server import RedisCluster, RedisSentinel, RedisServer
 from tests.harness.sink import Sink
 
 Factory = Callable[..., Spamgate]
@@ -324,3 +325,34 @@ def test_reload_keeps_state(sink: Sink, spamgate_factory: Factory) -> None:
     sg.wait_log("reloaded")
     time.sleep(1.1)
     assert attempt(sg, "127.0.0.2").startswith("250")  # the same store survived the reload
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("deployment", ["sentinel", "cluster"])
+def test_fleet_deployments(sink: Sink, spamgate_factory: Factory, tmp_path: Path, deployment: str) -> None:
+    """Greylisting and a rate limit through Sentinel and through a 3-master Cluster."""
+    if deployment == "sentinel":
+        master = RedisServer(tmp_path / "master").start()
+        sentinel = RedisSentinel(tmp_path / "sentinel", master).start()
+        url = f"redis+sentinel://127.0.0.1:{sentinel.port}/mymaster"
+        servers: list[Any] = [sentinel, master]
+    else:
+        cluster = RedisCluster(tmp_path / "cluster").start()
+        url = cluster.url
+        servers = [cluster]
+    try:
+        cfg = greylist_cfg(sink, url)
+        cfg["checks"]["ratelimit"] = {"messages_per_ip": "3/1m"}
+        a, b = spamgate_factory(cfg), spamgate_factory(cfg)
+        assert attempt(a, "127.0.0.2").startswith("451 4.7.1 ")
+        time.sleep(1.1)
+        assert attempt(b, "127.0.0.2").startswith("250")
+        assert attempt(a, "127.0.0.2").startswith("250")
+        r = attempt(b, "127.0.0.2")
+        assert r.startswith("451 4.7.1")
+        assert "rate limit" in r
+        assert not a.events("store_error")
+        assert not b.events("store_error")
+    finally:
+        for s in servers:
+            s.stop()
