@@ -11,11 +11,23 @@ from typing import Any
 import pytest
 
 from tests.harness.clients import Raw
-from tests.harness.proc import Spamgate
+from tests.harness.proc import Spamgate, deep_merge
 from tests.harness.redis_server import RedisCluster, RedisSentinel, RedisServer
 from tests.harness.sink import Sink
 
 Factory = Callable[..., Spamgate]
+
+
+# The tests' clients are on loopback, which the limits and reputation exempt by default.
+LOOPBACK_COUNTS = {"checks": {"ratelimit": {"exempt_networks": []}, "reputation": {"exempt_networks": []}}}
+
+
+@pytest.fixture
+def factory(spamgate_factory: Factory) -> Factory:
+    def make(config: dict[str, Any] | None = None, **kw: Any) -> Spamgate:
+        return spamgate_factory(deep_merge(LOOPBACK_COUNTS, config or {}), **kw)
+
+    return make
 
 
 def attempt(
@@ -54,8 +66,8 @@ def greylist_cfg(sink: Sink, store: str, **gl: Any) -> dict[str, Any]:
     }
 
 
-def test_greylisting_cases(sink: Sink, spamgate_factory: Factory) -> None:
-    sg = spamgate_factory(greylist_cfg(sink, "memory://"))
+def test_greylisting_cases(sink: Sink, factory: Factory) -> None:
+    sg = factory(greylist_cfg(sink, "memory://"))
     first = attempt(sg, "127.0.0.2")
     assert first.startswith("451 4.7.1")
     assert "try again in 1 seconds" in first
@@ -75,13 +87,13 @@ def test_greylisting_cases(sink: Sink, spamgate_factory: Factory) -> None:
     assert any(s.startswith("GREYLIST_PASS(0){retried}") for s in syms)
 
 
-def test_greylist_skips_clean_allowlisted_and_relay_clients(sink: Sink, spamgate_factory: Factory) -> None:
+def test_greylist_skips_clean_allowlisted_and_relay_clients(sink: Sink, factory: Factory) -> None:
     cfg = greylist_cfg(sink, "memory://", min_score=3.0)
     cfg["checks"]["static_lists"] = {"allow": ["127.0.0.9"]}
     cfg["relay"]["relay_networks"] = ["127.0.0.10/32"]
-    sg = spamgate_factory(cfg)
+    sg = factory(cfg)
     assert attempt(sg, "127.0.0.2").startswith("250")  # score 0 < min_score 3: not delayed
-    sg2 = spamgate_factory(
+    sg2 = factory(
         greylist_cfg(sink, "memory://", min_score=-1000.0)
         | {
             "checks": {
@@ -96,8 +108,8 @@ def test_greylist_skips_clean_allowlisted_and_relay_clients(sink: Sink, spamgate
     assert attempt(sg2, "127.0.0.2").startswith("451 4.7.1")  # everyone else is greylisted
 
 
-def test_greylist_auto_allowlists_the_netblock(sink: Sink, spamgate_factory: Factory) -> None:
-    sg = spamgate_factory(greylist_cfg(sink, "memory://", allowlist_after=1))
+def test_greylist_auto_allowlists_the_netblock(sink: Sink, factory: Factory) -> None:
+    sg = factory(greylist_cfg(sink, "memory://", allowlist_after=1))
     assert attempt(sg, "127.0.4.2").startswith("451")
     time.sleep(1.1)
     assert attempt(sg, "127.0.4.2").startswith("250")
@@ -107,11 +119,11 @@ def test_greylist_auto_allowlists_the_netblock(sink: Sink, spamgate_factory: Fac
     assert attempt(sg, "127.0.5.7").startswith("451")
 
 
-def test_two_instances_share_redis(sink: Sink, spamgate_factory: Factory, redis_server: RedisServer) -> None:
+def test_two_instances_share_redis(sink: Sink, factory: Factory, redis_server: RedisServer) -> None:
     cfg = greylist_cfg(sink, redis_server.url)
     cfg["checks"]["ratelimit"] = {"messages_per_ip": "3/1m", "concurrency_per_ip": 2}
-    a = spamgate_factory(cfg)
-    b = spamgate_factory(cfg)
+    a = factory(cfg)
+    b = factory(cfg)
     # Greylisted on A, passes on B after the delay.
     assert attempt(a, "127.0.0.2").startswith("451 4.7.1")
     assert attempt(b, "127.0.0.2").startswith("451 4.7.1")
@@ -147,14 +159,14 @@ def test_two_instances_share_redis(sink: Sink, spamgate_factory: Factory, redis_
 
 
 def test_redis_outage_continue_tempfail_and_recovery(
-    sink: Sink, spamgate_factory: Factory, redis_server: RedisServer
+    sink: Sink, factory: Factory, redis_server: RedisServer
 ) -> None:
     cfg = greylist_cfg(sink, redis_server.url)
     cfg["store"]["timeout"] = "300ms"
-    cont = spamgate_factory(cfg)
+    cont = factory(cfg)
     strict_cfg = greylist_cfg(sink, redis_server.url, on_store_error="tempfail")
     strict_cfg["store"]["timeout"] = "300ms"
-    strict = spamgate_factory(strict_cfg)
+    strict = factory(strict_cfg)
     assert attempt(cont, "127.0.0.2").startswith("451")
     redis_server.stop()
     t0 = time.monotonic()
@@ -177,8 +189,8 @@ def test_redis_outage_continue_tempfail_and_recovery(
     assert "Greylisted" in r  # state works again
 
 
-def test_connect_limits_tempfail_with_421(sink: Sink, spamgate_factory: Factory) -> None:
-    sg = spamgate_factory(
+def test_connect_limits_tempfail_with_421(sink: Sink, factory: Factory) -> None:
+    sg = factory(
         {
             "relay": {"downstream": f"127.0.0.1:{sink.port}"},
             "checks": {"ratelimit": {"connections_per_ip": "2/1m"}},
@@ -199,8 +211,8 @@ def test_connect_limits_tempfail_with_421(sink: Sink, spamgate_factory: Factory)
     c.sock.close()
 
 
-def test_recipient_rate_limit_per_sender_domain(sink: Sink, spamgate_factory: Factory) -> None:
-    sg = spamgate_factory(
+def test_recipient_rate_limit_per_sender_domain(sink: Sink, factory: Factory) -> None:
+    sg = factory(
         {
             "relay": {"downstream": f"127.0.0.1:{sink.port}"},
             "checks": {"ratelimit": {"recipients_per_sender_domain": "3/1m"}},
@@ -216,9 +228,9 @@ def test_recipient_rate_limit_per_sender_domain(sink: Sink, spamgate_factory: Fa
     c.sock.close()
 
 
-def test_reputation_and_penalty_box(sink: Sink, spamgate_factory: Factory, redis_server: RedisServer) -> None:
+def test_reputation_and_penalty_box(sink: Sink, factory: Factory, redis_server: RedisServer) -> None:
     rep = {"min_messages": 2, "penalty_rejects": 2, "penalty_time": "30s"}
-    sg = spamgate_factory(
+    sg = factory(
         {
             "relay": {"downstream": f"127.0.0.1:{sink.port}"},
             "store": {"url": redis_server.url},
@@ -246,15 +258,13 @@ def test_reputation_and_penalty_box(sink: Sink, spamgate_factory: Factory, redis
     assert "REPUTATION_BAD(3){ip:" in syms
 
 
-def test_reputable_client_is_not_greylisted(
-    sink: Sink, spamgate_factory: Factory, redis_server: RedisServer
-) -> None:
+def test_reputable_client_is_not_greylisted(sink: Sink, factory: Factory, redis_server: RedisServer) -> None:
     base = {"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "store": {"url": redis_server.url}}
-    a = spamgate_factory(base | {"checks": {"reputation": {"min_messages": 2}}})
+    a = factory(base | {"checks": {"reputation": {"min_messages": 2}}})
     for _ in range(3):
         assert attempt(a, "127.0.0.4").startswith("250")
     time.sleep(0.3)
-    b = spamgate_factory(
+    b = factory(
         base
         | {
             "checks": {
@@ -268,11 +278,11 @@ def test_reputable_client_is_not_greylisted(
 
 
 @pytest.mark.slow
-def test_sqlite_shared_by_two_workers(sink: Sink, spamgate_factory: Factory) -> None:
+def test_sqlite_shared_by_two_workers(sink: Sink, factory: Factory) -> None:
     cfg = greylist_cfg(sink, "sqlite:///state/state.db")
     cfg["server"] = {"workers": 2}
     cfg["checks"]["ratelimit"] = {"messages_per_ip": "4/1m"}
-    sg = spamgate_factory(cfg)
+    sg = factory(cfg)
     sg.wait_log("started", count=2)
     # Each attempt is a new connection; SO_REUSEPORT spreads them over both workers.
     assert attempt(sg, "127.0.0.2").startswith("451 4.7.1")
@@ -285,16 +295,14 @@ def test_sqlite_shared_by_two_workers(sink: Sink, spamgate_factory: Factory) -> 
     assert len(pids) == 2
 
 
-def test_slots_of_a_dead_instance_expire(
-    sink: Sink, spamgate_factory: Factory, redis_server: RedisServer
-) -> None:
+def test_slots_of_a_dead_instance_expire(sink: Sink, factory: Factory, redis_server: RedisServer) -> None:
     cfg = {
         "relay": {"downstream": f"127.0.0.1:{sink.port}"},
         "store": {"url": redis_server.url},
         "checks": {"ratelimit": {"concurrency_per_ip": 1, "slot_ttl": "1500ms"}},
     }
-    a = spamgate_factory(cfg)
-    b = spamgate_factory(cfg)
+    a = factory(cfg)
+    b = factory(cfg)
     held = Raw(a.port, source_ip="127.0.0.2")
     assert held.reply().startswith("220")
     # A long session keeps its slot: it is refreshed while the connection lives.
@@ -316,10 +324,10 @@ def test_slots_of_a_dead_instance_expire(
     c.sock.close()
 
 
-def test_reload_keeps_state(sink: Sink, spamgate_factory: Factory) -> None:
+def test_reload_keeps_state(sink: Sink, factory: Factory) -> None:
     import signal
 
-    sg = spamgate_factory(greylist_cfg(sink, "memory://"))
+    sg = factory(greylist_cfg(sink, "memory://"))
     assert attempt(sg, "127.0.0.2").startswith("451 4.7.1")
     sg.signal(signal.SIGHUP)
     sg.wait_log("reloaded")
@@ -329,7 +337,7 @@ def test_reload_keeps_state(sink: Sink, spamgate_factory: Factory) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("deployment", ["sentinel", "cluster"])
-def test_fleet_deployments(sink: Sink, spamgate_factory: Factory, tmp_path: Path, deployment: str) -> None:
+def test_fleet_deployments(sink: Sink, factory: Factory, tmp_path: Path, deployment: str) -> None:
     """Greylisting and a rate limit through Sentinel and through a 3-master Cluster."""
     if deployment == "sentinel":
         master = RedisServer(tmp_path / "master").start()
@@ -343,7 +351,7 @@ def test_fleet_deployments(sink: Sink, spamgate_factory: Factory, tmp_path: Path
     try:
         cfg = greylist_cfg(sink, url)
         cfg["checks"]["ratelimit"] = {"messages_per_ip": "3/1m"}
-        a, b = spamgate_factory(cfg), spamgate_factory(cfg)
+        a, b = factory(cfg), factory(cfg)
         assert attempt(a, "127.0.0.2").startswith("451 4.7.1 ")
         time.sleep(1.1)
         assert attempt(b, "127.0.0.2").startswith("250")
@@ -356,3 +364,14 @@ def test_fleet_deployments(sink: Sink, spamgate_factory: Factory, tmp_path: Path
     finally:
         for s in servers:
             s.stop()
+
+
+def test_loopback_is_exempt_by_default(sink: Sink, spamgate_factory: Factory) -> None:
+    sg = spamgate_factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "checks": {"ratelimit": {"connections_per_ip": "1/1m", "messages_per_ip": "1/1m"}},
+        }
+    )
+    for _ in range(3):
+        assert attempt(sg, "127.0.0.2").startswith("250")

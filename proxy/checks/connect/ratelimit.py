@@ -13,7 +13,7 @@ over the limit still count, so a client hammering stays deferred until it slows 
 Concurrency slots live in one expiring set per IP; each slot expires after ``slot_ttl`` unless
 refreshed (every ``slot_ttl/3`` while the session lives), so an instance that dies leaks
 nothing for longer than ``slot_ttl``. The slot is released when the connection closes.
-Clients in ``relay.relay_networks`` are not limited.
+Clients in ``relay.relay_networks`` and ``exempt_networks`` (default: loopback) are not limited.
 """
 
 from __future__ import annotations
@@ -103,6 +103,11 @@ class RateLimitOptions(BaseOptions):
     recipients_per_ip: str = limit_opt("1000/1m", "Recipients (RCPT commands) per client IP.")
     recipients_per_netblock: str = limit_opt("5000/1m", "Recipients per client netblock.")
     recipients_per_sender_domain: str = limit_opt("5000/1m", "Recipients per envelope sender domain.")
+    exempt_networks: list[str] = opt(
+        ["127.0.0.0/8", "::1/128"],
+        "Clients never limited (besides relay.relay_networks); default: this host (local submission).",
+        kind="cidrs",
+    )
     netblock_v4: int = opt(24, "Prefix length of an IPv4 netblock.", minimum=8)
     netblock_v6: int = opt(64, "Prefix length of an IPv6 netblock.", minimum=16)
     slot_ttl: float = opt(
@@ -118,7 +123,8 @@ class Limits:
         self.o = o
         self.store: Store = services.store
         self.relay_nets = [
-            ipaddress.ip_network(n, strict=False) for n in services.config.relay.relay_networks
+            ipaddress.ip_network(n, strict=False)
+            for n in [*services.config.relay.relay_networks, *o.exempt_networks]
         ]
         self.limits = {
             f: parse_limit(getattr(o, f), f"checks.ratelimit.{f}")

@@ -8,7 +8,8 @@ counts decay with ``half_life``. At connect, an IP (else its netblock) with at l
 
 Penalty box: ``penalty_rejects`` rejected transactions within ``penalty_window`` put the client
 IP in the box for ``penalty_time``: every connection gets 421 4.7.0 until it expires.
-``penalty_rejects = 0`` turns it off. Clients in ``relay.relay_networks`` are never scored.
+``penalty_rejects = 0`` turns it off. Clients in ``relay.relay_networks`` and
+``exempt_networks`` (default: loopback) are never scored.
 """
 
 from __future__ import annotations
@@ -55,6 +56,11 @@ class ReputationOptions(BaseOptions):
     min_messages: float = opt(5.0, "Decayed messages needed before a reputation symbol fires.", minimum=1)
     bad_ratio: float = opt(0.7, "Reject ratio at or above which REPUTATION_BAD fires.")
     good_ratio: float = opt(0.05, "Reject ratio at or below which REPUTATION_GOOD fires.")
+    exempt_networks: list[str] = opt(
+        ["127.0.0.0/8", "::1/128"],
+        "Clients without reputation or penalty box (besides relay.relay_networks); default: this host.",
+        kind="cidrs",
+    )
     netblock_v4: int = opt(24, "IPv4 prefix length of the netblock history.", minimum=8)
     netblock_v6: int = opt(64, "IPv6 prefix length of the netblock history.", minimum=16)
     penalty_rejects: int = opt(
@@ -84,7 +90,8 @@ class Reputation(Check):
     async def start(self) -> None:
         self.store: Store = self.services.store
         self.relay_nets = [
-            ipaddress.ip_network(n, strict=False) for n in self.services.config.relay.relay_networks
+            ipaddress.ip_network(n, strict=False)
+            for n in [*self.services.config.relay.relay_networks, *self.options.exempt_networks]
         ]
         self.services.on_transaction.append(self._on_transaction)
 
