@@ -375,3 +375,20 @@ def test_loopback_is_exempt_by_default(sink: Sink, spamgate_factory: Factory) ->
     )
     for _ in range(3):
         assert attempt(sg, "127.0.0.2").startswith("250")
+
+
+def test_ipv6_client_greylisted_by_its_64(sink: Sink, factory: Factory) -> None:
+    sg = factory(greylist_cfg(sink, "memory://"), host="::1", start=False)
+    sg.config["server"]["listen"] = [f"[::1]:{sg.port}"]
+    sg.start()
+    c = Raw(sg.port, source_ip="::1", host="::1")
+    assert c.reply().startswith("220")
+    c.cmd("EHLO v6.sender.test")
+    c.cmd("MAIL FROM:<a@sender.test>")
+    r = c.cmd("RCPT TO:<u@example.test>")
+    assert r.startswith("451 4.7.1")
+    c.cmd("QUIT")
+    c.sock.close()
+    t = sg.wait_log("transaction")[-1]
+    assert t["client_ip"] == "::1"
+    assert "GREYLISTED(0){1}" in t["symbols"]

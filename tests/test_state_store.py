@@ -170,6 +170,8 @@ async def test_redis_hung_times_out(redis_server: RedisServer) -> None:
 async def test_redis_keys_have_ttl(redis_server: RedisServer) -> None:
     s = build_store(StoreConfig(url=redis_server.url, timeout=2))
     await s.window_hit("w", 60)
+    await s.window_hit("read-only", 60, 0)  # a read writes nothing
+    await s.decay("read-only-too", 0, 0, 60, 600)
     await s.incr("c", 60)
     await s.set("k", "v", 60)
     await s.slot_acquire("conc", "a", 3, 60)

@@ -24,8 +24,13 @@ from redis.exceptions import NoScriptError
 from proxy.state.base import Store, window_buckets
 
 WINDOW = """
-local c = redis.call('INCRBY', KEYS[1], ARGV[1])
-if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+local c = 0
+if tonumber(ARGV[1]) > 0 then
+  c = redis.call('INCRBY', KEYS[1], ARGV[1])
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  c = tonumber(redis.call('GET', KEYS[1]) or '0')
+end
 local p = tonumber(redis.call('GET', KEYS[2]) or '0')
 return tostring(c + p * tonumber(ARGV[3]))
 """
