@@ -298,3 +298,39 @@ async def test_cluster_deployment(tmp_path: Path) -> None:
         await s.close()
     finally:
         cluster.stop()
+
+
+class _TlsRedis(RedisServer):
+    def __init__(self, workdir: Path, ca: Path, cert: Path, key: Path) -> None:
+        super().__init__(workdir)
+        self.ca = ca
+        self.extra = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert)]
+        self.extra += ["--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no"]
+
+    def cli(self, *args: str, port: int | None = None) -> str:
+        return super().cli("--tls", "--cacert", str(self.ca), *args, port=port)
+
+
+async def test_rediss_tls(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_path, cert_path, key_path = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    cert.private_key_pem.write_to_path(str(key_path))
+    server = _TlsRedis(tmp_path / "tls", ca_path, cert_path, key_path).start()
+    try:
+        s = build_store(
+            StoreConfig(url=f"rediss://127.0.0.1:{server.port}/0?ssl_ca_certs={ca_path}", timeout=2)
+        )
+        await _contract(s)
+        await s.close()
+        # A client that does not trust the CA is refused: the connection really is TLS.
+        bad = build_store(StoreConfig(url=f"rediss://127.0.0.1:{server.port}/0", timeout=1))
+        with pytest.raises(StoreError):
+            await bad.get("k")
+        await bad.close()
+    finally:
+        server.stop()
