@@ -392,3 +392,16 @@ def test_ipv6_client_greylisted_by_its_64(sink: Sink, factory: Factory) -> None:
     t = sg.wait_log("transaction")[-1]
     assert t["client_ip"] == "::1"
     assert "GREYLISTED(0){1}" in t["symbols"]
+
+
+def test_ratelimit_disabled_turns_off_all_stages(sink: Sink, factory: Factory) -> None:
+    sg = factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "checks": {
+                "ratelimit": {"enabled": False, "messages_per_ip": "1/1m", "recipients_per_ip": "1/1m"}
+            },
+        }
+    )
+    for i in range(3):
+        assert attempt(sg, "127.0.0.2", rcpt=f"u{i}@example.test").startswith("250")

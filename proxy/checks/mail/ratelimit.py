@@ -2,6 +2,7 @@
 
 The limits live in ``[checks.ratelimit]`` (see :mod:`proxy.checks.connect.ratelimit`); this
 section only enables or observes the MAIL-stage part. Exceeding: 451 4.7.1 on MAIL.
+``[checks.ratelimit] enabled = false`` turns this part off too.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class RateLimitMail(Check):
         self.limits = Limits(self.services.config.checks["ratelimit"], self.services)
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
-        if self.limits.exempt(ctx.conn) or ctx.txn is None:
+        if not self.limits.o.enabled or self.limits.exempt(ctx.conn) or ctx.txn is None:
             return []
         try:
             exceeded = await self.limits.count("messages", ctx.conn, sender_domain(ctx.txn.mail_from))

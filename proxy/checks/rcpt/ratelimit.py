@@ -2,6 +2,7 @@
 
 The limits live in ``[checks.ratelimit]`` (see :mod:`proxy.checks.connect.ratelimit`); this
 section only enables or observes the RCPT-stage part. Exceeding: 451 4.7.1 on that RCPT.
+``[checks.ratelimit] enabled = false`` turns this part off too.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class RateLimitRcpt(Check):
         self.limits = Limits(self.services.config.checks["ratelimit"], self.services)
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
-        if self.limits.exempt(ctx.conn) or ctx.txn is None:
+        if not self.limits.o.enabled or self.limits.exempt(ctx.conn) or ctx.txn is None:
             return []
         try:
             exceeded = await self.limits.count("recipients", ctx.conn, sender_domain(ctx.txn.mail_from))
