@@ -334,3 +334,32 @@ async def test_rediss_tls(tmp_path: Path) -> None:
         await bad.close()
     finally:
         server.stop()
+
+
+async def test_down_backoff_fails_fast_then_retries(redis_server: RedisServer) -> None:
+    s = build_store(StoreConfig(url=redis_server.url, timeout=0.3, down_backoff=0.8))
+    await s.set("k", "v", 30)
+    assert redis_server.proc is not None
+    os.kill(redis_server.proc.pid, signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StoreError):
+            await s.get("k")
+        assert 0.25 < time.monotonic() - t0 < 1.0  # the first call waits the timeout
+        t1 = time.monotonic()
+        for _ in range(10):
+            with pytest.raises(StoreError, match="store down"):
+                await s.get("k")
+        assert time.monotonic() - t1 < 0.1  # the next ones do not
+    finally:
+        os.kill(redis_server.proc.pid, signal.SIGCONT)
+    await asyncio.sleep(0.85)
+    for _ in range(20):  # after the backoff it tries the store again, and it is back
+        try:
+            assert await s.get("k") == "v"
+            break
+        except StoreError:
+            await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("store did not recover")
+    await s.close()

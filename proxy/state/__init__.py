@@ -48,9 +48,9 @@ def build_store(config: StoreConfig) -> Store:
             path = "/" + path.lstrip("/")
         if not path:
             raise ValueError("store.url: sqlite:///path needs a path")
-        return SqliteStore(path, config.timeout, config.prefix, config.purge_interval)
+        return SqliteStore(path, config.timeout, config.prefix, config.purge_interval, config.down_backoff)
     if scheme in ("redis", "rediss", "redis+sentinel", "redis+cluster", "unix"):
         from proxy.state.redis_store import RedisStore
 
-        return RedisStore(url, config.timeout, config.prefix, config.password)
+        return RedisStore(url, config.timeout, config.prefix, config.password, config.down_backoff)
     raise ValueError(f"store.url: unsupported backend {url!r} (memory://, sqlite:///path, redis://...)")

@@ -4,6 +4,8 @@ Every operation is atomic across all processes sharing the backend (a SQLite tra
 a Redis Lua script) and every key it writes carries a TTL, so state never grows without bound.
 Calls are bounded by ``store.timeout``: a store that is down or slow raises :class:`StoreError`
 quickly (after a metric and a rate-limited warning); callers turn that into a temperror symbol.
+After a failure, calls fail at once for ``store.down_backoff`` (one slow store must not cost
+every session a timeout per call); the first call after it tries the store again.
 
 Keys passed in are logical names (``"gl:1.2.3.0/24|a@b|c@d"``); backends add ``store.prefix``.
 Multi-key operations wrap the logical name in a Redis hash tag (``{name}``) so that all keys of
@@ -51,22 +53,34 @@ class Store:
 
     backend = "base"
 
-    def __init__(self, timeout: float, prefix: str = "sg:") -> None:
+    def __init__(self, timeout: float, prefix: str = "sg:", down_backoff: float = 0.0) -> None:
         self.timeout = timeout
         self.prefix = prefix
+        self.down_backoff = down_backoff
+        self._down_until = 0.0
         self._last_warning = 0.0
         self._suppressed = 0
 
     # -- error handling ---------------------------------------------------------------------
 
     async def _call(self, op: str, coro: Awaitable[T]) -> T:
+        if self._down_until and time.monotonic() < self._down_until:
+            # Failed a moment ago: answer at once rather than make every session wait the timeout.
+            if asyncio.iscoroutine(coro):
+                coro.close()
+            metrics.store_error(self.backend, op)
+            raise StoreError(f"{self.backend} {op}: store down, retrying in a moment")
         try:
-            return await asyncio.wait_for(coro, self.timeout)
+            out = await asyncio.wait_for(coro, self.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._failed(op, exc)
+            if self.down_backoff > 0:
+                self._down_until = time.monotonic() + self.down_backoff
             raise StoreError(f"{self.backend} {op}: {type(exc).__name__}: {exc}") from exc
+        self._down_until = 0.0
+        return out
 
     def _failed(self, op: str, exc: BaseException) -> None:
         metrics.store_error(self.backend, op)

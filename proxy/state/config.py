@@ -37,6 +37,11 @@ class StoreConfig:
     timeout: float = opt(
         "500ms", "Timeout of one store call; past it the check emits a temperror symbol.", kind="duration"
     )
+    down_backoff: float = opt(
+        "1s",
+        "After a failed call, store calls fail at once for this long (no timeout wait per call); 0: off.",
+        kind="duration",
+    )
     prefix: str = opt("sg:", "Prefix of every key (several deployments may share one Redis).")
     memory_max_keys: int = opt(
         200000, "memory:// only: most keys kept; the oldest are dropped beyond it.", minimum=100

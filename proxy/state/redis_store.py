@@ -168,8 +168,10 @@ def make_client(url: str, timeout: float, password: str = "") -> Any:
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, timeout: float, prefix: str = "sg:", password: str = "") -> None:
-        super().__init__(timeout, prefix)
+    def __init__(
+        self, url: str, timeout: float, prefix: str = "sg:", password: str = "", down_backoff: float = 0.0
+    ) -> None:
+        super().__init__(timeout, prefix, down_backoff)
         self.url = url
         scheme = url.split("://", 1)[0].lower()
         self.backend = {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "redis")

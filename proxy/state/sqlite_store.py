@@ -51,8 +51,15 @@ class _SqlKV:
 class SqliteStore(Store):
     backend = "sqlite"
 
-    def __init__(self, path: str, timeout: float, prefix: str = "sg:", purge_interval: float = 300.0) -> None:
-        super().__init__(timeout, prefix)
+    def __init__(
+        self,
+        path: str,
+        timeout: float,
+        prefix: str = "sg:",
+        purge_interval: float = 300.0,
+        down_backoff: float = 0.0,
+    ) -> None:
+        super().__init__(timeout, prefix, down_backoff)
         self.path = path
         self.purge_interval = purge_interval
         self._local = threading.local()
