@@ -212,25 +212,28 @@ class RateLimit(Check):
         if self.limits.exempt(conn):
             return []
         out: list[Symbol] = []
-        try:
-            if self.options.concurrency_per_ip > 0:
-                slot = f"{self._prefix}:{conn.id}"
-                name = f"conc|{conn.ip_str}"
-                ok, n = await self.limits.store.slot_acquire(
-                    name, slot, self.options.concurrency_per_ip, self.options.slot_ttl
-                )
-                if ok:
-                    self.held[slot] = name
-                    conn.notes["ratelimit_slot"] = slot
-                else:
-                    out.append(
-                        RATELIMIT_CONCURRENCY.hit(f"{conn.ip_str}:{n}>={self.options.concurrency_per_ip}")
-                    )
-            exceeded = await self.limits.count("connections", conn)
-        except StoreError:
-            return out + store_failed(self.name, self.options.on_store_error)
-        if exceeded:
+        limit = self.options.concurrency_per_ip
+        slot, name, ttl = f"{self._prefix}:{conn.id}", f"conc|{conn.ip_str}", self.options.slot_ttl
+        results = await asyncio.gather(
+            self.limits.count("connections", conn),
+            self.limits.store.slot_acquire(name, slot, limit, ttl) if limit > 0 else _none(),
+            return_exceptions=True,
+        )
+        exceeded, acquired = results
+        if isinstance(acquired, tuple):
+            ok, n = acquired
+            if ok:
+                self.held[slot] = name
+                conn.notes["ratelimit_slot"] = slot
+            else:
+                out.append(RATELIMIT_CONCURRENCY.hit(f"{conn.ip_str}:{n}>={limit}"))
+        if isinstance(exceeded, str) and exceeded:
             out.append(RATELIMIT_CONNECTIONS.hit(exceeded))
+        for r in results:
+            if isinstance(r, BaseException):
+                if not isinstance(r, StoreError):
+                    raise r
+                return out + store_failed(self.name, self.options.on_store_error)
         return out
 
     def _on_close(self, conn: Connection) -> None:
@@ -250,3 +253,7 @@ class RateLimit(Check):
                     await self.limits.store.slot_refresh(name, slot, ttl)
                 except StoreError:
                     break
+
+
+async def _none() -> None:
+    return None

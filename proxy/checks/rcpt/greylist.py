@@ -15,6 +15,7 @@ below ``min_score`` (clean-looking mail is not delayed).
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 from dataclasses import dataclass
@@ -108,10 +109,13 @@ class Greylist(Check):
             str(spf[1]).lower() if isinstance(spf, tuple) and len(spf) > 1 and spf[0] == "pass" else ""
         )
         try:
-            if await self.store.get(f"glwl|net|{net}") is not None:
-                return [GREYLIST_PASS.hit(f"allowlisted:{net}")]
-            if spf_domain and await self.store.get(f"glwl|dom|{spf_domain}") is not None:
-                return [GREYLIST_PASS.hit(f"allowlisted:{spf_domain}")]
+            lookups = [self.store.get(f"glwl|net|{net}")]
+            if spf_domain:
+                lookups.append(self.store.get(f"glwl|dom|{spf_domain}"))
+            listed = await asyncio.gather(*lookups)
+            for what, hit in zip((net, spf_domain), listed, strict=False):
+                if hit is not None:
+                    return [GREYLIST_PASS.hit(f"allowlisted:{what}")]
             triplet = f"gl|{net}|{ctx.txn.mail_from.lower()}|{ctx.rcpt.lower()}"
             state, wait = await self.store.greylist(triplet, o.delay, o.retry_window, o.lifetime)
             if state in ("new", "early"):
