@@ -1,7 +1,7 @@
 """``memory://``: state in this process only (tests, a single worker). Bounded and expiring.
 
 Operations run synchronously on the event loop thread (atomic by construction). Beyond
-``store.memory_max_keys`` the expired keys are swept, then the oldest written keys dropped.
+``store.memory_max_keys`` the expired keys are swept, then the oldest written keys dropped (down to 90%).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ class _MemKV:
         now = time.time()
         for k in [k for k, (_, exp) in self.data.items() if exp <= now]:
             del self.data[k]
-        while len(self.data) > self.max_keys:
+        # Down to 90%: the next full sweep comes only after max_keys/10 more writes (amortised O(1)).
+        while len(self.data) > self.max_keys * 0.9:
             self.data.popitem(last=False)
 
 
