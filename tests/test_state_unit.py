@@ -87,3 +87,33 @@ async def test_greylist_spf_domain_allowlist() -> None:
     hits = await g.check(_ctx("198.51.100.9", 5, spf=spf))
     assert [h.evidence for h in hits] == ["allowlisted:sender.test"]
     assert [h.name for h in await g.check(_ctx("198.51.100.9", 5))] == ["GREYLISTED"]  # no SPF pass
+
+
+async def test_reputation_falls_back_to_the_netblock() -> None:
+    from proxy.checks.connect.reputation import Reputation
+
+    cfg = from_dict({"checks": {"reputation": {"min_messages": 3, "penalty_rejects": 0}}})
+    services = Services(config=cfg, store=MemoryStore(1.0))
+    rep = Reputation(cfg.checks["reputation"], services)
+    await rep.start()
+
+    def conn(ip: str) -> Connection:
+        return Connection(id="c", ip=ipaddress.ip_address(ip), port=1, peer=(ip, 1))
+
+    for _ in range(4):
+        await rep._record(conn("192.0.2.10"), rejected=True)
+    bad = await rep.check(CheckContext(Stage.CONNECT, conn("192.0.2.10")))
+    assert [(h.name, h.evidence.split(":")[0]) for h in bad] == [("REPUTATION_BAD", "ip")]
+    # A neighbour without its own history inherits the netblock's.
+    near = await rep.check(CheckContext(Stage.CONNECT, conn("192.0.2.99")))
+    assert [(h.name, h.evidence.split(":")[0]) for h in near] == [("REPUTATION_BAD", "net")]
+    assert await rep.check(CheckContext(Stage.CONNECT, conn("198.51.100.1"))) == []
+    # The neighbour's own clean history wins over the netblock's.
+    for _ in range(4):
+        await rep._record(conn("192.0.2.99"), rejected=False)
+    own = await rep.check(CheckContext(Stage.CONNECT, conn("192.0.2.99")))
+    assert [(h.name, h.evidence.split(":")[0]) for h in own] == [("REPUTATION_GOOD", "ip")]
+    # Loopback is exempt by default (even with a bad history).
+    for _ in range(4):
+        await rep._record(conn("127.0.0.1"), rejected=True)
+    assert await rep.check(CheckContext(Stage.CONNECT, conn("127.0.0.1"))) == []
