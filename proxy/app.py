@@ -16,10 +16,13 @@ from proxy.checks.base import Services
 from proxy.checks.registry import all_symbol_defs
 from proxy.config.schema import Config
 from proxy.dns import build_resolver
+from proxy.observability import metrics
 from proxy.policy.engine import Policy
 from proxy.policy.rules import Rules, bundled_rules_dir, load_rules
 from proxy.session.pipeline import Pipeline
 from proxy.session.runtime import Generation, build_tls_context
+from proxy.state import acquire_store, release_store
+from proxy.state.pass_cache import StorePassCache
 
 RULE_SUFFIXES = (".toml", ".yaml", ".yml")
 _executor: ThreadPoolExecutor | None = None
@@ -50,9 +53,12 @@ async def run_blocking(fn: Any, *args: Any) -> Any:
 
 
 def build_services(config: Config) -> Services:
-    services = Services(config=config, resolver=build_resolver(config), run_blocking=run_blocking)
-    from proxy.observability import metrics
-
+    store = acquire_store(config.store)
+    services = Services(
+        config=config, resolver=build_resolver(config), run_blocking=run_blocking, store=store
+    )
+    services.pass_cache = StorePassCache(store)
+    services.readiness["store"] = store.ping
     if metrics.enabled():
         services.on_transaction.append(metrics.on_transaction)
         services.on_close.append(metrics.on_close)
@@ -88,5 +94,7 @@ async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
     if gen.services.resolver is not None:
         await gen.services.resolver.close()
+    if gen.services.store is not None:
+        await release_store(gen.services.store)
     if gen.pool is not None:
         await gen.pool.close()

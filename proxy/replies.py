@@ -41,6 +41,12 @@ class Reply:
     def with_ref(self, ref: str) -> Reply:
         return Reply(self.code, self.enhanced, f"[ref {ref}] {self.text}" if ref else self.text)
 
+    def with_evidence(self, evidence: str) -> Reply:
+        """A rule's reply text may name ``{evidence}`` (greylisting's "try again in {evidence}s")."""
+        if "{evidence}" not in self.text:
+            return self
+        return Reply(self.code, self.enhanced, self.text.replace("{evidence}", evidence))
+
     def render(self) -> str:
         """The reply as written on the wire (without the final CRLF); multi-line aware."""
         lines = self.text.split("\n") if self.text else [""]

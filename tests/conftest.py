@@ -10,6 +10,7 @@ import pytest
 
 from tests.harness.dns_server import dns_server  # noqa: F401
 from tests.harness.proc import Spamgate
+from tests.harness.redis_server import redis_server  # noqa: F401
 from tests.harness.sink import Sink
 from tests.harness.tls import pki  # noqa: F401
 

@@ -88,7 +88,7 @@ def test_healthz_and_readyz_follow_the_downstream(sink: Sink, spamgate_factory) 
     _sg, port = _admin(sink, spamgate_factory)
     assert get(port, "/healthz") == (200, "ok\n")
     status, body = get(port, "/readyz")
-    assert (status, body) == (200, "downstream ok\n")
+    assert (status, body) == (200, "downstream ok\nstore ok\n")
     sink.stop()
     status, body = get(port, "/readyz")
     assert status == 503

@@ -7,7 +7,9 @@ from __future__ import annotations
 from proxy.checks.base import Check, SymbolDef
 from proxy.checks.connect.dnsbl import Dnsbl
 from proxy.checks.connect.pregreet import Pregreet
+from proxy.checks.connect.ratelimit import RateLimit
 from proxy.checks.connect.rdns import Rdns
+from proxy.checks.connect.reputation import Reputation
 from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
 from proxy.checks.data.arc import Arc
@@ -17,15 +19,20 @@ from proxy.checks.data.dmarc import Dmarc
 from proxy.checks.data.headers import HeaderSanity
 from proxy.checks.helo.dns import HeloDns
 from proxy.checks.helo.syntax import HeloSyntax
+from proxy.checks.mail.ratelimit import RateLimitMail
 from proxy.checks.mail.rhsbl import Rhsbl
 from proxy.checks.mail.sender_domain import SenderDomain
 from proxy.checks.mail.sender_syntax import SenderSyntax
 from proxy.checks.mail.spf import Spf
+from proxy.checks.rcpt.greylist import Greylist
+from proxy.checks.rcpt.ratelimit import RateLimitRcpt
 from proxy.checks.rcpt.relay_control import RelayControl
 
 CHECKS: tuple[type[Check], ...] = (
     # connect
     StaticLists,
+    RateLimit,
+    Reputation,
     Pregreet,
     Dnsbl,
     Rdns,
@@ -37,8 +44,11 @@ CHECKS: tuple[type[Check], ...] = (
     SenderDomain,
     Rhsbl,
     Spf,
+    RateLimitMail,
     # rcpt
     RelayControl,
+    Greylist,
+    RateLimitRcpt,
     # data
     HeaderSanity,
     Dkim,

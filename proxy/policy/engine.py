@@ -95,6 +95,8 @@ class Policy:
             would = max(would, forced)
             if not observed and forced > action:
                 action, cause, reply = forced, h.name, self._reply(rule, forced, stage)
+                if reply is not None:
+                    reply = reply.with_evidence(h.evidence)
         would = max(would, self.rules.threshold_action(total))
         t_action = self.rules.threshold_action(enforced_total)
         if t_action > action:

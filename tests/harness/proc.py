@@ -96,6 +96,7 @@ class Spamgate:
             "dns": {"nameservers": ["127.0.0.1:1"], "timeout": "200ms", "retries": 0},
             "store": {"url": "memory://"},
             "metrics": {"listen": ""},
+            "checks": {"greylist": {"enabled": False}, "reputation": {"penalty_rejects": 0}},
         }
         self.config = deep_merge(base, config or {})
         self.config_path = self.dir / f"spamgate-{self.port}.toml"
