@@ -24,7 +24,7 @@ import dataclasses
 import ipaddress
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
@@ -257,3 +257,30 @@ class RateLimit(Check):
 
 async def _none() -> None:
     return None
+
+
+class EnvelopeRateLimit(Check):
+    """Base of ``ratelimit_mail`` and ``ratelimit_rcpt``: count one ``kind`` per client IP,
+    netblock and sender domain with the limits of ``[checks.ratelimit]``."""
+
+    kind: ClassVar[str]
+    exceeded: ClassVar[SymbolDef]
+    symbols = ()
+    io = True
+
+    async def start(self) -> None:
+        self.limits = Limits(self.services.config.checks["ratelimit"], self.services)
+
+    async def check(self, ctx: CheckContext) -> list[Symbol]:
+        if not self.limits.o.enabled or self.limits.exempt(ctx.conn) or ctx.txn is None:
+            return []
+        try:
+            over = await self.limits.count(self.kind, ctx.conn, sender_domain(ctx.txn.mail_from))
+        except StoreError:
+            return store_failed(self.name, self.limits.o.on_store_error)
+        return [self.exceeded.hit(over)] if over else []
+
+
+def sender_domain(mail_from: str) -> str | None:
+    _local, at, domain = mail_from.rpartition("@")
+    return domain.lower().rstrip(".") if at and domain else None
