@@ -136,8 +136,18 @@ class SmtpSession(AiosmtpdSMTP):
         await self._writer.drain()
 
     async def error(self, r: Reply) -> None:
-        """A reply for a client mistake: counts toward limits.max_errors."""
+        """A reply for a client mistake: counts toward limits.max_errors.
+
+        A 421 (relayed from a downstream that is closing) ends the session: RFC 5321 3.8
+        says the connection closes after it, and the client retries the whole transaction.
+        """
         await self.reply(r)
+        if r.code == 421:
+            if self.txn is not None:
+                self._finish(self.txn, r, "downstream")
+            self._close_reason = self._close_reason or "downstream_421"
+            self._shut()
+            return
         conn = self.conn
         assert conn is not None
         conn.errors += 1

@@ -10,6 +10,9 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``data_reply``: a reply to give at the end of DATA instead of 250 (e.g. "451 4.3.0 ...")
 - ``drop_in_data``: close the connection after 354 once some data arrived
 - ``delay``: seconds to wait before every reply (slow server)
+- ``fail_at``: {"MAIL"|"RCPT"|"DATA"|"DOT"|"EHLO"|"GREETING": "421 4.3.2 ..."}: give that reply
+  at that stage; a 421 also closes the connection
+- ``random_faults`` + ``seed``: each transaction draws one fault at random (see ``_draw``)
 - ``stop()``/``start()``: the server is down / up again
 """
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -45,6 +49,10 @@ class SinkState:
     data_reply: str = ""
     drop_in_data: bool = False
     delay: float = 0.0
+    fail_at: dict[str, str] = field(default_factory=dict)
+    random_faults: float = 0.0
+    seed: int = 0
+    rng: random.Random | None = None
     extensions: list[str] = field(
         default_factory=lambda: [
             "PIPELINING",
@@ -64,6 +72,7 @@ class _Session:
         self.helo = ""
         self.xclient: dict[str, str] = {}
         self.tls = False
+        self.fault = ""
         self.reset()
 
     def reset(self) -> None:
@@ -82,7 +91,11 @@ class _Session:
     async def run(self) -> None:
         st = self.sink.state
         st.connections += 1
+        if "GREETING" in st.fail_at:
+            await self.send(st.fail_at["GREETING"])
+            return
         await self.send("220 sink.test ESMTP sink")
+        self.fault = ""
         while True:
             line = await self.r.readline()
             if not line:
@@ -91,6 +104,14 @@ class _Session:
             st.commands.append(text)
             verb, _, arg = text.partition(" ")
             verb = verb.upper()
+            fault = self._fault(verb)
+            if fault:
+                await self.send(fault)
+                if fault.startswith("421"):
+                    return
+                if verb == "DATA":
+                    self.reset()
+                continue
             if verb == "EHLO":
                 self.helo = arg
                 self.reset()
@@ -138,6 +159,13 @@ class _Session:
                 data = await self._read_data()
                 if data is None:
                     return
+                dot_fault = self._fault("DOT")
+                if dot_fault:
+                    await self.send(dot_fault)
+                    self.reset()
+                    if dot_fault.startswith("421"):
+                        return
+                    continue
                 if st.data_reply:
                     await self.send(st.data_reply)
                 else:
@@ -166,13 +194,47 @@ class _Session:
             else:
                 await self.send("502 5.5.2 Error: command not recognized")
 
+    def _fault(self, stage: str) -> str:
+        st = self.sink.state
+        if stage in st.fail_at:
+            return st.fail_at[stage]
+        if stage == "MAIL":
+            self.fault = self._draw()
+        if self.fault.startswith(stage + ":"):
+            return self.fault.split(":", 1)[1]
+        return ""
+
+    def _draw(self) -> str:
+        """One random fault for the coming transaction (or none), from the seeded generator."""
+        st = self.sink.state
+        if not st.random_faults:
+            return ""
+        if st.rng is None:
+            st.rng = random.Random(st.seed)
+        if st.rng.random() >= st.random_faults:
+            return ""
+        return st.rng.choice(
+            [
+                "MAIL:421 4.3.2 Shutting down",
+                "MAIL:451 4.3.0 Try later",
+                "RCPT:450 4.2.1 Mailbox busy",
+                "RCPT:421 4.3.2 Shutting down",
+                "DATA:451 4.3.0 Try later",
+                "DATA:421 4.3.2 Shutting down",
+                "DOT:451 4.3.0 Queue write failed",
+                "DOT:421 4.3.2 Shutting down",
+                "DOT:554 5.6.0 Rejected by content filter",
+                "DROP:",
+            ]
+        )
+
     async def _read_data(self) -> bytes | None:
         chunks: list[bytes] = []
         while True:
             line = await self.r.readline()
             if not line:
                 return None
-            if self.sink.state.drop_in_data and chunks:
+            if (self.sink.state.drop_in_data or self.fault == "DROP:") and chunks:
                 self.w.transport.abort()
                 return None
             if line == b".\r\n":
