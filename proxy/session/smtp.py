@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import time
 import traceback
 from asyncio import sslproto
@@ -846,6 +847,7 @@ class SmtpSession(AiosmtpdSMTP):
             "errors": conn.errors,
             "closed": self._close_reason or "closed",
             "elapsed_ms": round((time.monotonic() - conn.started) * 1000, 2),
+            "pid": os.getpid(),
         }
         if conn.peer[0] != conn.ip_str:
             fields["proxy_peer"] = conn.peer[0]
