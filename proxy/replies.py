@@ -114,4 +114,36 @@ CONNECT_REJECTED_BUSY = Reply(503, "5.5.1", "Connection rejected; only QUIT is a
 DOWNSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Downstream server unavailable, try again later")
 DOWNSTREAM_LOST = Reply(451, "4.4.2", "Connection to downstream server lost, try again later")
 DOWNSTREAM_TLS = Reply(451, "4.7.5", "Downstream TLS required but not available, try again later")
+DOWNSTREAM_NO_SMTPUTF8 = Reply(553, "5.6.7", "Downstream server does not support SMTPUTF8")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+LOCAL_DELIVERY_FAILED = Reply(451, "4.3.0", "Local delivery failed, try again later")
+SENDER_OK = Reply(250, "2.1.0", "Sender ok")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")
+
+
+def greeting(hostname: str, banner: str) -> Reply:
+    return Reply(220, "", f"{hostname} {banner}")
+
+
+def helo_ok(hostname: str) -> Reply:
+    return Reply(250, "", hostname)
+
+
+def ehlo_ok(hostname: str, extensions: list[str]) -> Reply:
+    return Reply(250, "", "\n".join([hostname, *extensions]))
+
+
+def delivered_locally(unique: str) -> Reply:
+    return Reply(250, "2.0.0", f"Ok: delivered to maildir as {unique}")
+
+
+# Every constant reply above: a refusal among them that reaches a client gets the [ref ...]
+# of its transaction (replies relayed from the downstream are passed on untouched).
+OWN: frozenset[Reply] = frozenset(v for v in list(globals().values()) if isinstance(v, Reply))
+
+
+def own_with_ref(reply: Reply, ref: str) -> Reply:
+    """``reply`` with the reference id when it is one of ours and not a success."""
+    if reply.code >= 400 and reply in OWN:
+        return reply.with_ref(ref)
+    return reply

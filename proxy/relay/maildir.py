@@ -13,8 +13,13 @@ import socket
 import time
 from pathlib import Path
 
+import structlog
+
+from proxy import replies
 from proxy.relay.base import ClientIdentity
 from proxy.replies import Reply
+
+log = structlog.get_logger("spamgate")
 
 _counter = 0
 
@@ -55,19 +60,20 @@ class MaildirDownstream:
 
     async def mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
         self.rcpts = []
-        return Reply(250, "2.1.0", "Sender ok")
+        return replies.SENDER_OK
 
     async def rcpt(self, rcpt: str, params: dict[str, str | None]) -> Reply:
         self.rcpts.append(rcpt)
-        return Reply(250, "2.1.5", "Recipient ok")
+        return replies.RECIPIENT_OK
 
     async def data(self, message: bytes) -> Reply:
         rcpts, self.rcpts = self.rcpts, []
         try:
             unique = await asyncio.to_thread(deliver, self.root, rcpts, message)
         except OSError as exc:
-            return Reply(451, "4.3.0", f"Local delivery failed: {exc.strerror or exc}")
-        return Reply(250, "2.0.0", f"Ok: delivered to maildir as {unique}")
+            log.error("maildir_failed", root=str(self.root), error=str(exc))
+            return replies.LOCAL_DELIVERY_FAILED
+        return replies.delivered_locally(unique)
 
     async def rset(self) -> None:
         self.rcpts = []

@@ -26,6 +26,7 @@ from proxy.config.schema import RelayConfig
 from proxy.relay.base import ClientIdentity
 from proxy.replies import (
     DOWNSTREAM_LOST,
+    DOWNSTREAM_NO_SMTPUTF8,
     DOWNSTREAM_TLS,
     DOWNSTREAM_UNAVAILABLE,
     Reply,
@@ -171,7 +172,7 @@ class SmtpDownstream:
         client = self.client
         assert client is not None
         if params.get("SMTPUTF8", "") is None and "smtputf8" not in self.caps:
-            return Reply(553, "5.6.7", "Downstream server does not support SMTPUTF8")
+            return DOWNSTREAM_NO_SMTPUTF8
         try:
             await self._xclient(client, identity)
             arg = b"FROM:<" + sender.encode("utf-8", "surrogateescape") + b">"

@@ -253,7 +253,7 @@ class SmtpSession(AiosmtpdSMTP):
                 await self.reply(reply)
                 await self._reject_until_quit()
                 return False
-        await self.reply(Reply(220, "", f"{gen.config.server.hostname} {gen.config.server.banner}"))
+        await self.reply(R.greeting(gen.config.server.hostname, gen.config.server.banner))
         if gen.config.relay.connect_at == "connect":
             self.downstream = gen.new_downstream()
             await self.downstream.open()
@@ -389,14 +389,9 @@ class SmtpSession(AiosmtpdSMTP):
                 await self.error(verdict.reply.with_ref(conn.conn_ref))
                 return
         if not esmtp:
-            await self.reply(Reply(250, "", gen.config.server.hostname))
+            await self.reply(R.helo_ok(gen.config.server.hostname))
             return
-        lines = [
-            gen.config.server.hostname,
-            "PIPELINING",
-            f"SIZE {gen.config.limits.max_message_size}",
-        ]
-        lines += ["8BITMIME"]
+        lines = ["PIPELINING", f"SIZE {gen.config.limits.max_message_size}", "8BITMIME"]
         if gen.config.smtp.advertise_smtputf8:
             lines.append("SMTPUTF8")
         lines.append("ENHANCEDSTATUSCODES")
@@ -404,7 +399,7 @@ class SmtpSession(AiosmtpdSMTP):
             lines.append("STARTTLS")
         if gen.config.smtp.advertise_dsn:
             lines.append("DSN")
-        await self.reply(Reply(250, "", "\n".join(lines)))
+        await self.reply(R.ehlo_ok(gen.config.server.hostname, lines))
 
     # -- MAIL -------------------------------------------------------------------------------
 
@@ -494,8 +489,7 @@ class SmtpSession(AiosmtpdSMTP):
         reply = await self.downstream.mail(txn.mail_from, params, self._identity(conn))
         txn.stage_ms["downstream_mail"] = (time.monotonic() - t0) * 1000
         if not reply.is_positive:
-            if reply in (R.DOWNSTREAM_UNAVAILABLE, R.DOWNSTREAM_LOST, R.DOWNSTREAM_TLS):
-                reply = reply.with_ref(txn.ref)
+            reply = R.own_with_ref(reply, txn.ref)
             self._finish(txn, reply, "mail")
             await self.error(reply)
             return
@@ -556,8 +550,7 @@ class SmtpSession(AiosmtpdSMTP):
             return
         assert self.downstream is not None
         reply = await self.downstream.rcpt(path.address, path.params)
-        if reply in (R.DOWNSTREAM_LOST,):
-            reply = reply.with_ref(txn.ref)
+        reply = R.own_with_ref(reply, txn.ref)
         result.reply = reply
         result.accepted = reply.is_positive
         if reply.is_positive:
@@ -679,8 +672,7 @@ class SmtpSession(AiosmtpdSMTP):
         t0 = time.monotonic()
         reply = await self.downstream.data(final)
         txn.stage_ms["downstream_data"] = (time.monotonic() - t0) * 1000
-        if reply in (R.DOWNSTREAM_LOST, R.DOWNSTREAM_UNAVAILABLE):
-            reply = reply.with_ref(txn.ref)
+        reply = R.own_with_ref(reply, txn.ref)
         txn.downstream_reply = reply
         self._finish(txn, reply, "data")
         if reply.is_positive:
