@@ -29,7 +29,7 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from proxy.app import load_policy_rules
+    from proxy.app import build_generation
     from proxy.listener import serve
     from proxy.observability.logging import setup
 
@@ -38,7 +38,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         config = reload_config()
-        load_policy_rules(config)
+        build_generation(config)  # rules and certificates: refuse to start on a broken one
     except (ConfigError, RulesError, OSError) as exc:
         print(f"spamgate: {exc}", file=sys.stderr)
         return 2
@@ -47,12 +47,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from proxy.app import build_generation
+    """Build and start the whole generation (rules, list files, certificates), then stop it:
+    whatever would make ``run`` or a reload refuse the configuration fails here too."""
+    import asyncio
 
+    from proxy.app import build_generation, start_generation, stop_generation
+    from proxy.session.runtime import Generation
+
+    async def build(config: Any) -> Generation:
+        gen = build_generation(config)
+        try:
+            await start_generation(gen)
+        finally:
+            await stop_generation(gen)
+        return gen
+
+    source = args.config or "(defaults)"
     try:
         config = load(args.config)
-        gen = build_generation(config)
-    except (ConfigError, RulesError, OSError, ValueError) as exc:
+        source = config.source
+        gen = asyncio.run(build(config))
+    except ConfigError as exc:
+        print(f"error: {exc if exc.source else ConfigError(exc.path, exc.message, source)}", file=sys.stderr)
+        return 1
+    except (RulesError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"ok: {config.source}; rules: {', '.join(gen.policy.rules.sources)}")

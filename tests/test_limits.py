@@ -189,3 +189,39 @@ def test_data_timeout(make: Callable[..., Spamgate], sink: Sink) -> None:
     assert sink.messages == []
     tx = sg.wait_log("transaction")[0]
     assert tx["outcome"] == "aborted"
+
+
+# -- non-SMTP input ------------------------------------------------------------------------
+
+
+def test_http_request_gets_error_and_close(make: Callable[..., Spamgate], sink: Sink) -> None:
+    sg = make()
+    c = Raw(sg.port, "127.0.10.1")
+    assert c.reply().startswith("220 ")
+    c.send(b"GET / HTTP/1.1\r\nHost: mx.spamgate.test\r\nUser-Agent: curl\r\n\r\n")
+    assert c.reply() == "521 5.5.1 Protocol error: this is an SMTP server"
+    assert c.closed()
+    assert sg.wait_log("connection", closed="non_smtp")
+    # The server keeps serving.
+    with smtp(sg.port, "127.0.10.2") as ok:
+        ok.ehlo("client.sender.test")
+        assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after-http")) == {}
+    assert len(sink.messages) == 1
+
+
+def test_binary_garbage_then_421(make: Callable[..., Spamgate], sink: Sink) -> None:
+    sg = make(max_errors=5)
+    c = Raw(sg.port, "127.0.10.3")
+    assert c.reply().startswith("220 ")
+    junk = bytes(range(256)) * 40 + b"\r\n\x00\xff\xfe\n" * 20
+    c.send(junk)
+    replies = []
+    while r := c.reply():
+        replies.append(r)
+    assert replies[-1] == "421 4.7.0 Too many errors, closing connection"
+    assert all(r.startswith("500 5.5.2") for r in replies[:-1])
+    assert len(replies) == 6
+    with smtp(sg.port, "127.0.10.4") as ok:
+        ok.ehlo("client.sender.test")
+        assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after-junk")) == {}
+    assert len(sink.messages) == 1

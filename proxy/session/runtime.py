@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.checks.base import Services
+from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
 from proxy.policy.engine import Policy
 from proxy.relay.base import Downstream
@@ -73,7 +74,10 @@ def build_tls_context(config: Config) -> ssl.SSLContext | None:
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError("tls.cert_file", f"cannot load certificate/key: {exc}") from exc
     return ctx
 
 
