@@ -155,3 +155,29 @@ def test_downstream_421_closes_client_session(fast_relay: Spamgate, sink: Sink) 
     c.close()
     tx = fast_relay.wait_log("transaction")[0]
     assert tx["outcome"] == "deferred"
+
+
+def test_pooled_session_timed_out_by_downstream_is_replaced(relay: Spamgate, sink: Sink) -> None:
+    """A pooled downstream session that answers 421 (idle timeout) is reconnected, unseen by the client."""
+    with smtp(relay.port, "127.0.11.1") as c:
+        c.ehlo("client.sender.test")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("p1")) == {}
+    sink.state.fail_once = {"MAIL": "421 4.4.2 sink.test Error: timeout exceeded"}
+    with smtp(relay.port, "127.0.11.2") as c:
+        c.ehlo("client.sender.test")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("p2")) == {}
+    assert len(sink.messages) == 2
+    assert sink.state.connections == 2
+    assert sink.messages[1].xclient["ADDR"] == "127.0.11.2"
+
+
+def test_xclient_421_is_a_lost_session_not_a_refusal(relay: Spamgate, sink: Sink) -> None:
+    with smtp(relay.port, "127.0.11.3") as c:
+        c.ehlo("client.sender.test")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("x1")) == {}
+    sink.state.fail_once = {"XCLIENT": "421 4.4.2 sink.test Error: timeout exceeded"}
+    with smtp(relay.port, "127.0.11.4") as c:
+        c.ehlo("client.sender.test")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("x2")) == {}
+    # XCLIENT was not given up on: the replacement session carries the client.
+    assert sink.messages[1].xclient["ADDR"] == "127.0.11.4"

@@ -11,7 +11,7 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``drop_in_data``: close the connection after 354 once some data arrived
 - ``delay``: seconds to wait before every reply (slow server)
 - ``fail_at``: {"MAIL"|"RCPT"|"DATA"|"DOT"|"EHLO"|"GREETING": "421 4.3.2 ..."}: give that reply
-  at that stage; a 421 also closes the connection
+  at that stage; a 421 also closes the connection. ``fail_once``: the same, for one command only
 - ``random_faults`` + ``seed``: each transaction draws one fault at random (see ``_draw``)
 - ``stop()``/``start()``: the server is down / up again
 """
@@ -50,6 +50,7 @@ class SinkState:
     drop_in_data: bool = False
     delay: float = 0.0
     fail_at: dict[str, str] = field(default_factory=dict)
+    fail_once: dict[str, str] = field(default_factory=dict)
     random_faults: float = 0.0
     seed: int = 0
     rng: random.Random | None = None
@@ -198,6 +199,8 @@ class _Session:
         st = self.sink.state
         if stage in st.fail_at:
             return st.fail_at[stage]
+        if stage in st.fail_once:
+            return st.fail_once.pop(stage)
         if stage == "MAIL":
             self.fault = self._draw()
         if self.fault.startswith(stage + ":"):
