@@ -181,3 +181,24 @@ def test_xclient_421_is_a_lost_session_not_a_refusal(relay: Spamgate, sink: Sink
         assert c.sendmail("alice@sender.test", ["bob@example.test"], message("x2")) == {}
     # XCLIENT was not given up on: the replacement session carries the client.
     assert sink.messages[1].xclient["ADDR"] == "127.0.11.4"
+
+
+def test_client_drop_mid_data_forwards_nothing(relay: Spamgate, sink: Sink) -> None:
+    from tests.harness.clients import Raw
+
+    c = Raw(relay.port, "127.0.11.5")
+    c.reply()
+    c.cmd("EHLO client.sender.test")
+    c.cmd("MAIL FROM:<alice@sender.test>")
+    c.cmd("RCPT TO:<bob@example.test>")
+    assert c.cmd("DATA").startswith("354")
+    c.send(b"Subject: cut\r\n\r\nhalf a mess")
+    c.close()
+    tx = relay.wait_log("transaction")[0]
+    assert tx["outcome"] == "aborted"
+    assert sink.messages == []
+    # The downstream session that was mid-transaction is not reused: the next client is clean.
+    with smtp(relay.port, "127.0.11.6") as ok:
+        ok.ehlo("client.sender.test")
+        assert ok.sendmail("alice@sender.test", ["carol@example.test"], message("next")) == {}
+    assert [m.rcpts for m in sink.messages] == [["carol@example.test"]]

@@ -120,3 +120,32 @@ def test_bad_listen_refused(spamgate_factory: Callable[..., Spamgate], bad: str)
     sg.config["server"]["listen"] = [bad]
     with pytest.raises(RuntimeError, match="server.listen"):
         sg.start()
+
+
+def test_sighup_reload_and_refused_reload(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = spamgate_factory(
+        {"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "limits": {"max_recipients": 1}}
+    )
+    held = Raw(sg.port, "127.0.12.1")  # a session in progress keeps its generation
+    assert held.reply().startswith("220")
+    sg.config["limits"]["max_recipients"] = 2
+    sg.write_config()
+    sg.signal(signal.SIGHUP)
+    sg.wait_log("reloaded")
+    with smtp(sg.port) as c:
+        c.ehlo("client.sender.test")
+        c.mail("alice@sender.test")
+        assert c.rcpt("a@example.test")[0] == 250
+        assert c.rcpt("b@example.test")[0] == 250
+    # A broken file is refused; the running configuration stays.
+    sg.config_path.write_text("[limits]\nmax_recipients = 'many'\n")
+    sg.signal(signal.SIGHUP)
+    refused = sg.wait_log("reload_refused")[0]
+    assert "limits.max_recipients" in refused["error"]
+    with smtp(sg.port) as c:
+        c.ehlo("client.sender.test")
+        c.mail("alice@sender.test")
+        assert c.rcpt("a@example.test")[0] == 250
+        assert c.rcpt("b@example.test")[0] == 250
+        assert c.rcpt("c@example.test")[0] == 452
+    assert held.cmd("NOOP").startswith("250")
