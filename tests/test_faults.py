@@ -202,3 +202,22 @@ def test_client_drop_mid_data_forwards_nothing(relay: Spamgate, sink: Sink) -> N
         ok.ehlo("client.sender.test")
         assert ok.sendmail("alice@sender.test", ["carol@example.test"], message("next")) == {}
     assert [m.rcpts for m in sink.messages] == [["carol@example.test"]]
+
+
+def test_connect_at_connect(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """relay.connect_at = "connect": the downstream session opens with the client's; a
+    downstream that is down then still ends in 451 at MAIL, not at the greeting."""
+    sg = spamgate_factory(
+        {"relay": {"downstream": f"127.0.0.1:{sink.port}", "connect_at": "connect", "pool_size": 0}}
+    )
+    from tests.harness.clients import Raw
+
+    c = Raw(sg.port)
+    assert c.reply().startswith("220 ")
+    assert c.cmd("NOOP").startswith("250")
+    assert sink.state.connections == 1
+    c.close()
+    sink.stop()
+    code, text, stage = _send(sg.port)
+    assert (code, stage) == (451, "mail")
+    assert text.startswith(b"4.4.1 [ref ")
