@@ -10,7 +10,7 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``data_reply``: a reply to give at the end of DATA instead of 250 (e.g. "451 4.3.0 ...")
 - ``drop_in_data``: close the connection after 354 once some data arrived
 - ``delay``: seconds to wait before every reply (slow server)
-- ``fail_at``: {"MAIL"|"RCPT"|"DATA"|"DOT"|"EHLO"|"GREETING": "421 4.3.2 ..."}: give that reply
+- ``fail_at``: {"MAIL"|"RCPT"|"DATA"|"DOT"|"EHLO"|"XCLIENT"|"GREETING"...: "421 4.3.2 ..."}: that reply
   at that stage; a 421 also closes the connection. ``fail_once``: the same, for one command only
 - ``random_faults`` + ``seed``: each transaction draws one fault at random (see ``_draw``)
 - ``stop()``/``start()``: the server is down / up again
