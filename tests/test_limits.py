@@ -256,3 +256,16 @@ def test_sequence_and_syntax_replies(make: Callable[..., Spamgate]) -> None:
     assert c.cmd("VRFY bob").startswith("252 2.5.0")
     assert c.cmd("STARTTLS") == "502 5.5.1 Command not implemented"
     assert c.cmd("QUIT").startswith("221")
+
+
+def test_long_line_pipelined_after_data(make: Callable[..., Spamgate]) -> None:
+    """A too-long command line that starts in the packet ending the message is one error."""
+    sg = make()
+    c = _open(sg.port)
+    _to_data(c)
+    c.send(b"Subject: t\r\n\r\nhi\r\n.\r\nNOOP " + b"x" * 40_000)
+    assert c.reply().startswith("250 ")
+    time.sleep(0.1)
+    c.send(b"x" * 40_000 + b"\r\nNOOP\r\n")
+    assert c.reply() == "500 5.5.2 Command line too long"
+    assert c.reply() == "250 2.0.0 Ok"

@@ -280,6 +280,7 @@ class SmtpSession(AiosmtpdSMTP):
             try:
                 line = await self._readline()
             except asyncio.LimitOverrunError as e:
+                self._pending.clear()  # the line's start, left over from the DATA read
                 await self._discard_long_line(e.consumed)
                 await self.error(R.LINE_TOO_LONG)
                 continue
