@@ -116,6 +116,7 @@ DOWNSTREAM_LOST = Reply(451, "4.4.2", "Connection to downstream server lost, try
 DOWNSTREAM_TLS = Reply(451, "4.7.5", "Downstream TLS required but not available, try again later")
 DOWNSTREAM_NO_SMTPUTF8 = Reply(553, "5.6.7", "Downstream server does not support SMTPUTF8")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+INTERNAL_ERROR_CLOSING = Reply(421, "4.3.0", "Local error in processing, closing connection")
 LOCAL_DELIVERY_FAILED = Reply(451, "4.3.0", "Local delivery failed, try again later")
 SENDER_OK = Reply(250, "2.1.0", "Sender ok")
 RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")

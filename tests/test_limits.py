@@ -269,3 +269,13 @@ def test_long_line_pipelined_after_data(make: Callable[..., Spamgate]) -> None:
     c.send(b"x" * 40_000 + b"\r\nNOOP\r\n")
     assert c.reply() == "500 5.5.2 Command line too long"
     assert c.reply() == "250 2.0.0 Ok"
+
+
+def test_long_line_after_connect_reject(spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = spamgate_factory({"checks": {"static_lists": {"block": ["127.0.13.1/32"]}}})
+    c = Raw(sg.port, "127.0.13.1")
+    assert c.reply().startswith("554 ")
+    c.send(b"x" * 100_000 + b"\r\n")
+    assert c.reply() == "503 5.5.1 Connection rejected; only QUIT is accepted"
+    assert c.cmd("QUIT").startswith("221")
+    assert c.closed()

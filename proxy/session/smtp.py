@@ -201,6 +201,11 @@ class SmtpSession(AiosmtpdSMTP):
             await self._command_loop(conn)
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             self._close_reason = self._close_reason or "disconnected"
+        except Exception as exc:
+            # Outside a command (greeting, connect checks...): never leave the socket open.
+            self._close_reason = "error"
+            log.error("session_error", error=repr(exc), traceback=traceback.format_exc())
+            self._close_with(R.INTERNAL_ERROR_CLOSING)
         finally:
             self._cleanup(conn or self.conn)
 
@@ -264,7 +269,13 @@ class SmtpSession(AiosmtpdSMTP):
         conn = self.conn
         assert conn is not None
         while not self._closing:
-            line = await self._readline()
+            try:
+                line = await self._readline()
+            except asyncio.LimitOverrunError as e:
+                self._pending.clear()
+                await self._discard_long_line(e.consumed)
+                await self.error(R.CONNECT_REJECTED_BUSY)
+                continue
             if line.rstrip(b"\r\n").upper() == b"QUIT":
                 await self.reply(R.BYE)
                 self._shut()
