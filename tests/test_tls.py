@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,27 @@ def test_downstream_tls_required_without_starttls(
     assert text.startswith(b"4.7.5 [ref ")
     assert sink.messages == []
     assert sg.wait_log("transaction")[0]["outcome"] == "deferred"
+
+
+def test_failed_handshake_closes(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate], cert_files: dict[str, str]
+) -> None:
+    """The failed session frees its slot (max_connections = 1: the next client gets in)."""
+    sg = spamgate_factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "tls": cert_files,
+            "limits": {"max_connections": 1},
+        }
+    )
+    c = Raw(sg.port)
+    c.reply()
+    c.cmd("EHLO client.sender.test")
+    assert c.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
+    c.send(b"this is not a TLS ClientHello\r\n" * 10)
+    assert c.closed()
+    assert sg.wait_log("connection", closed="tls_failed")
+    time.sleep(0.1)
+    with smtp(sg.port) as ok:
+        ok.ehlo("client.sender.test")
+        assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after")) == {}

@@ -338,6 +338,9 @@ class SmtpSession(AiosmtpdSMTP):
                 self._shut()
 
     def _cleanup(self, conn: Connection | None) -> None:
+        # The session is over even if its transport never reports connection_lost (a failed
+        # TLS handshake): it must not hold a connection slot or delay a drain.
+        self.rt.sessions.discard(self)
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
         if conn is None:
@@ -780,6 +783,8 @@ class SmtpSession(AiosmtpdSMTP):
         except Exception:
             self._close_reason = "tls_failed"
             self._shut()
+            if self._original_transport is not None:
+                self._original_transport.close()
             return
         ssl_obj = self.transport.get_extra_info("ssl_object")
         conn.tls = f"{ssl_obj.version()} {ssl_obj.cipher()[0]}" if ssl_obj else "TLS"
