@@ -75,3 +75,21 @@ def test_normalized_never_smuggles(seq: bytes, sink: Sink, spamgate_factory: Cal
     assert b"MAIL FROM:<evil@attacker.test>\r\n" in msg.data
     assert msg.data.count(b"\n") == msg.data.count(b"\r\n") == msg.data.count(b"\r")
     assert not any(c.startswith("MAIL FROM:<evil") for c in sink.state.commands)
+
+
+def test_end_of_data_split_across_packets(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """CRLF.CRLF arriving byte by byte is still found, and nothing before it is taken as the end."""
+    import time
+
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}})
+    c = Raw(sg.port)
+    c.reply()
+    c.cmd("EHLO client.sender.test")
+    c.cmd("MAIL FROM:<alice@sender.test>")
+    c.cmd("RCPT TO:<bob@example.test>")
+    assert c.cmd("DATA").startswith("354")
+    for b in b"Subject: split\r\n\r\nline\r\n..\r\n.x\r\n.\r\n":
+        c.send(bytes([b]))
+        time.sleep(0.002)
+    assert c.reply().startswith("250 ")
+    assert sink.messages[0].data.endswith(b"Subject: split\r\n\r\nline\r\n.\r\nx\r\n")  # unstuffed
