@@ -84,3 +84,44 @@ def test_no_message_lost_or_duplicated(sink: Sink, spamgate_factory: Callable[..
     txs = sg.wait_log("transaction", count=len(delivered))
     logged_delivered = [t for t in txs if t["outcome"] == "delivered"]
     assert len(logged_delivered) == len(delivered)
+
+
+def _client(port: int, n: int, per: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with smtp(port, f"127.0.20.{n + 1}") as c:
+            c.ehlo("client.sender.test")
+            for k in range(per):
+                name = f"c{n}x{k}"
+                code, _ = c.mail("alice@sender.test")
+                if code == 250:
+                    code, _ = c.rcpt("bob@example.test")
+                if code == 250:
+                    try:
+                        code, _ = c.data(message(name))
+                    except smtplib.SMTPDataError as e:
+                        code = e.smtp_code
+                else:
+                    c.rset()
+                out[name] = code
+                if code == 421:
+                    break
+    except smtplib.SMTPServerDisconnected:
+        pass
+    return out
+
+
+def test_no_loss_with_concurrent_clients(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """30 clients at once, 4 messages each, random faults: the invariant holds under concurrency."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    sink.state.random_faults = 0.2
+    sink.state.seed = 7
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", "pool_size": 8}})
+    with ThreadPoolExecutor(30) as pool:
+        results = list(pool.map(lambda n: _client(sg.port, n, 4), range(30)))
+    outcome = {k: v for r in results for k, v in r.items()}
+    delivered = sorted(n for n, code in outcome.items() if code == 250)
+    at_sink = sorted(_msgid(m.data).split("@")[0] for m in sink.messages)
+    assert at_sink == delivered
+    assert len(delivered) > 40
