@@ -15,6 +15,7 @@ from typing import Any
 from proxy.checks.base import Services
 from proxy.checks.registry import all_symbol_defs
 from proxy.config.schema import Config
+from proxy.dns import build_resolver
 from proxy.policy.engine import Policy
 from proxy.policy.rules import Rules, bundled_rules_dir, load_rules
 from proxy.session.pipeline import Pipeline
@@ -49,7 +50,13 @@ async def run_blocking(fn: Any, *args: Any) -> Any:
 
 
 def build_services(config: Config) -> Services:
-    return Services(config=config, run_blocking=run_blocking)
+    services = Services(config=config, resolver=build_resolver(config), run_blocking=run_blocking)
+    from proxy.observability import metrics
+
+    if metrics.enabled():
+        services.on_transaction.append(metrics.on_transaction)
+        services.on_close.append(metrics.on_close)
+    return services
 
 
 def build_generation(config: Config, services: Services | None = None) -> Generation:
@@ -72,10 +79,14 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
 
 
 async def start_generation(gen: Generation) -> None:
+    if gen.services.resolver is not None:
+        gen.services.resolver.bind(asyncio.get_running_loop())
     await gen.pipeline.start()
 
 
 async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
+    if gen.services.resolver is not None:
+        await gen.services.resolver.close()
     if gen.pool is not None:
         await gen.pool.close()

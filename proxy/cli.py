@@ -4,6 +4,8 @@ spamgate run [--config FILE] [--listen HOST:PORT ...] [--downstream HOST:PORT]
 spamgate check-config [--config FILE]     validate config and rules; errors name the key
 spamgate show-config [--config FILE] [--defaults]
 spamgate docs config|symbols              the generated reference pages
+spamgate explain --ip A --helo H --from S --rcpt R [--message F] [--json]   dry-run the verdict
+spamgate explain --ref REF [--log FILE]   a past transaction from the log
 """
 
 from __future__ import annotations
@@ -29,16 +31,18 @@ def _overrides(args: argparse.Namespace) -> dict[tuple[str, ...], Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from proxy.app import build_generation
+    from proxy.app import load_policy_rules
     from proxy.listener import serve
     from proxy.observability.logging import setup
+    from proxy.session.runtime import build_tls_context
 
     def reload_config() -> Any:
         return load(args.config, overrides=_overrides(args))
 
     try:
         config = reload_config()
-        build_generation(config)  # rules and certificates: refuse to start on a broken one
+        load_policy_rules(config)
+        build_tls_context(config)
     except (ConfigError, RulesError, OSError) as exc:
         print(f"spamgate: {exc}", file=sys.stderr)
         return 2
@@ -47,30 +51,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Build and start the whole generation (rules, list files, certificates), then stop it:
-    whatever would make ``run`` or a reload refuse the configuration fails here too."""
+    """Build the whole generation as start would (rules, certificates) and start its checks
+    (list files are read there), so whatever start would refuse is refused here."""
     import asyncio
 
     from proxy.app import build_generation, start_generation, stop_generation
-    from proxy.session.runtime import Generation
 
-    async def build(config: Any) -> Generation:
+    async def start_and_stop() -> None:
         gen = build_generation(config)
         try:
             await start_generation(gen)
         finally:
             await stop_generation(gen)
-        return gen
 
-    source = args.config or "(defaults)"
     try:
         config = load(args.config)
-        source = config.source
-        gen = asyncio.run(build(config))
-    except ConfigError as exc:
-        print(f"error: {exc if exc.source else ConfigError(exc.path, exc.message, source)}", file=sys.stderr)
-        return 1
-    except (RulesError, OSError, ValueError) as exc:
+        gen = build_generation(config)
+        asyncio.run(start_and_stop())
+    except (ConfigError, RulesError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"ok: {config.source}; rules: {', '.join(gen.policy.rules.sources)}")
@@ -100,6 +98,63 @@ def cmd_docs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+
+    from proxy import explain
+    from proxy.app import load_policy_rules
+
+    try:
+        config = load(args.config)
+        rules = load_policy_rules(config)
+    except (ConfigError, RulesError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.ref:
+        log_file = args.log or config.log.file
+        if not log_file:
+            print("error: no log file: give --log FILE or set log.file", file=sys.stderr)
+            return 2
+        try:
+            lines = explain.find_ref(log_file, args.ref)
+        except OSError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if not lines:
+            print(f"no log line with ref {args.ref} in {log_file}", file=sys.stderr)
+            return 1
+        if args.json:
+            sys.stdout.write("".join(json.dumps(line) + "\n" for line in lines))
+        else:
+            sys.stdout.write("\n".join(explain.render_log_line(line, rules) for line in lines))
+        return 0
+    missing = [n for n in ("ip", "helo", "mail_from", "rcpt") if getattr(args, n) is None]
+    if missing:
+        print("error: give --ref, or --ip, --helo, --from and --rcpt", file=sys.stderr)
+        return 2
+    try:
+        message = open(args.message, "rb").read() if args.message else None  # noqa: SIM115
+        ex = asyncio.run(
+            explain.simulate(
+                config,
+                ip=args.ip,
+                helo=args.helo,
+                mail_from=args.mail_from,
+                rcpts=args.rcpt,
+                message=message,
+            )
+        )
+    except (OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(json.dumps(explain.to_dict(ex, rules), indent=2) + "\n")
+    else:
+        sys.stdout.write(explain.render_text(ex, rules))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spamgate", description="In-session SMTP filtering proxy.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -118,6 +173,17 @@ def parser() -> argparse.ArgumentParser:
     docs = sub.add_parser("docs", help="print a generated reference page (Markdown)")
     docs.add_argument("what", choices=("config", "symbols"))
     docs.set_defaults(func=cmd_docs)
+    ex = sub.add_parser("explain", help="show the symbols, score and reply for an envelope, or a past ref")
+    ex.add_argument("--config")
+    ex.add_argument("--ip", help="client address")
+    ex.add_argument("--helo", help="HELO/EHLO name")
+    ex.add_argument("--from", dest="mail_from", help="envelope sender ('' for <>)")
+    ex.add_argument("--rcpt", action="append", help="recipient (repeatable)")
+    ex.add_argument("--message", help="message file (.eml) to run the DATA checks on")
+    ex.add_argument("--ref", help="find a past transaction or connection by its ref in the log")
+    ex.add_argument("--log", help="log file for --ref (default: log.file of the configuration)")
+    ex.add_argument("--json", action="store_true", help="machine-readable output")
+    ex.set_defaults(func=cmd_explain)
     return p
 
 

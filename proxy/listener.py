@@ -62,8 +62,11 @@ def worker_count(config: Config) -> int:
 class Server:
     """One worker: the asyncio servers, the runtime, drain and reload."""
 
-    def __init__(self, config: Config, reload: Callable[[], Config] | None = None) -> None:
+    def __init__(self, config: Config, reload: Callable[[], Config] | None = None, slot: int = 0) -> None:
         self.config = config
+        self.slot = slot  # worker number; worker 0 serves the admin listener
+        self.admin: Any = None
+        self._watch: asyncio.Task[Any] | None = None
         self._reload_source = reload
         self.runtime: Runtime | None = None
         self.servers: list[asyncio.Server] = []
@@ -71,9 +74,15 @@ class Server:
         self._reloading = False
 
     async def start(self, socks: list[socket.socket]) -> None:
+        if self.config.metrics.listen:
+            from proxy.observability import metrics
+
+            metrics.enable()  # before the generation: build_services registers its callbacks
         gen = build_generation(self.config)
         await start_generation(gen)
         self.runtime = rt = Runtime(gen)
+        if self.config.metrics.listen:
+            await self._start_admin(rt)
         loop = asyncio.get_running_loop()
         for s in socks:
             srv = await loop.create_server(lambda: SmtpSession(rt), sock=s, backlog=4096)
@@ -86,6 +95,20 @@ class Server:
             pid=os.getpid(),
             config=self.config.source,
         )
+
+    async def _start_admin(self, rt: Runtime) -> None:
+        from proxy.observability.admin import AdminServer, start_loop_watch
+
+        self._watch = start_loop_watch(rt)
+        if self.slot == 0:
+            admin = AdminServer(rt)
+            try:
+                await admin.start(self.config.metrics.listen)
+            except OSError as exc:
+                # Mail flow over monitoring: serve SMTP without the admin listener.
+                log.error("admin_listen_failed", listen=self.config.metrics.listen, error=str(exc))
+                return
+            self.admin = admin
 
     async def reload(self) -> bool:
         """Build the new generation completely, then swap it in; on error keep the old one."""
@@ -130,6 +153,10 @@ class Server:
             sess._close_with(replies.SHUTTING_DOWN)
         await asyncio.sleep(0.05)
         await stop_generation(rt.gen)
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.admin is not None:
+            await self.admin.close()
         log.info("stopped", pid=os.getpid())
 
     async def run(self, socks: list[socket.socket]) -> None:
@@ -150,11 +177,13 @@ class Server:
         await self.drain()
 
 
-def _run_worker(config: Config, reload: Callable[[], Config] | None, socks: list[socket.socket]) -> None:
+def _run_worker(
+    config: Config, reload: Callable[[], Config] | None, socks: list[socket.socket], slot: int = 0
+) -> None:
     import uvloop
 
     async def main() -> None:
-        await Server(config, reload).run(socks)
+        await Server(config, reload, slot).run(socks)
 
     uvloop.run(main())
 
@@ -171,6 +200,7 @@ def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
 def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> int:
     # Bind once in the parent to fail early (address in use) with a clear message.
     probe = bind_sockets(config.server.listen, reuseport=True)
+    multiproc = _metrics_multiproc_dir(config)
     children: dict[int, int] = {}
     stopping = False
 
@@ -184,7 +214,7 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(config, reload, bind_sockets(config.server.listen, reuseport=True))
+                _run_worker(config, reload, bind_sockets(config.server.listen, reuseport=True), slot)
             except BaseException:
                 import traceback
 
@@ -219,9 +249,31 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
         if pid not in children:
             continue
         slot = children.pop(pid)
+        if multiproc:
+            from proxy.observability import metrics
+
+            metrics.mark_process_dead(pid)
         if not stopping:
             log.error("worker_died", pid=pid, status=status)
             time.sleep(0.5)
             spawn(slot)
+    if multiproc:
+        import shutil
+
+        shutil.rmtree(multiproc, ignore_errors=True)
     sys.stdout.flush()
     return 0
+
+
+def _metrics_multiproc_dir(config: Config) -> str:
+    """With metrics on, a fresh directory for prometheus_client's multiprocess mode, set in the
+    environment before the workers fork (they inherit it); '' with metrics off."""
+    if not config.metrics.listen:
+        return ""
+    import tempfile
+
+    from proxy.observability.metrics import MULTIPROC_ENV
+
+    path = tempfile.mkdtemp(prefix="spamgate-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    return path

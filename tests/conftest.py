@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from tests.harness.core_fixtures import _close_raw_clients  # noqa: F401
+from tests.harness.dns_server import dns_server  # noqa: F401
 from tests.harness.proc import Spamgate
 from tests.harness.sink import Sink
+from tests.harness.tls import pki  # noqa: F401
 
 
 @pytest.fixture

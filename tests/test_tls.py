@@ -1,202 +1,166 @@
-"""STARTTLS inbound (smtplib, injection, tls.require) and downstream TLS modes."""
+"""STARTTLS inbound (injection-proof, tls.require) and TLS to the downstream (off/opportunistic/required)."""
 
 from __future__ import annotations
 
-import smtplib
-import ssl
-import time
-from collections.abc import Callable
-from pathlib import Path
+import socket
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import trustme
 
-from tests.harness.clients import Raw, message, smtp
+from tests.harness.clients import message, smtp
 from tests.harness.proc import Spamgate
 from tests.harness.sink import Sink
+from tests.harness.tls import Pki
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
+def tls_relay(factory: Callable[..., Spamgate], sink: Sink, pki: Pki, **tls: Any) -> Spamgate:
+    return factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "tls": {"cert_file": str(pki.cert_file), "key_file": str(pki.key_file), **tls},
+        }
+    )
 
 
-@pytest.fixture
-def cert_files(ca: trustme.CA, tmp_path: Path) -> dict[str, str]:
-    cert = ca.issue_cert("mx.spamgate.test", "127.0.0.1")
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(str(cert_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    return {"cert_file": str(cert_path), "key_file": str(key_path)}
+def read_reply(f: Any) -> str:
+    lines = []
+    while True:
+        line = f.readline().decode().rstrip("\r\n")
+        lines.append(line)
+        if len(line) < 4 or line[3] != "-":
+            return "\n".join(lines)
 
 
-def _client_ctx(ca: trustme.CA) -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ca.configure_trust(ctx)
-    return ctx
-
-
-@pytest.fixture
-def tls_relay(
-    sink: Sink, spamgate_factory: Callable[..., Spamgate], cert_files: dict[str, str]
-) -> Callable[..., Spamgate]:
-    def go(**tls: Any) -> Spamgate:
-        return spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "tls": cert_files | tls})
-
-    return go
-
-
-def test_starttls_with_smtplib(tls_relay: Callable[..., Spamgate], sink: Sink, ca: trustme.CA) -> None:
-    sg = tls_relay()
+def test_starttls_with_smtplib(sink: Sink, spamgate_factory: Callable[..., Spamgate], pki: Pki) -> None:
+    sg = tls_relay(spamgate_factory, sink, pki)
     with smtp(sg.port) as c:
-        c.ehlo("client.sender.test")
+        c.ehlo("client.test")
         assert c.has_extn("starttls")
-        assert c.starttls(context=_client_ctx(ca))[0] == 220
-        c.ehlo("client.sender.test")
-        assert not c.has_extn("starttls")
+        code, _ = c.starttls(context=pki.client_context())
+        assert code == 220
+        c.ehlo("client.test")
+        assert not c.has_extn("starttls")  # not offered twice
         assert c.sendmail("alice@sender.test", ["bob@example.test"], message("tls")) == {}
-    assert len(sink.messages) == 1
-    assert b"with ESMTPS" in sink.messages[0].data or b"ESMTPS" in sink.messages[0].data
+    data = sink.messages[0].data
+    assert b"with ESMTPS" in data.split(b"\r\n\r\n")[0] or b"TLS" in data.split(b"\r\n\r\n")[0]
     tx = sg.wait_log("transaction")[0]
     assert tx["tls"].startswith("TLSv1.")
 
 
-@pytest.mark.parametrize("injected", [b"HELP\r\n", b"MAIL FROM:<evil@attacker.test>\r\n"])
-def test_starttls_injection_discarded(
-    tls_relay: Callable[..., Spamgate], sink: Sink, ca: trustme.CA, injected: bytes
-) -> None:
-    """Commands sent in plaintext with STARTTLS are discarded, never run after the handshake."""
-    sg = tls_relay()
-    c = Raw(sg.port)
-    c.reply()
-    c.cmd("EHLO client.sender.test")
-    c.send(b"STARTTLS\r\n" + injected)
-    assert c.reply() == "220 2.0.0 Ready to start TLS"
-    assert c.buf == b""  # nothing else answered in plaintext
-    c.sock = _client_ctx(ca).wrap_socket(c.sock, server_hostname="mx.spamgate.test")
-    # The first reply over TLS is the answer to NOOP, not to the injected command.
-    assert c.cmd("NOOP") == "250 2.0.0 Ok"
-    # And the injected MAIL did not open a transaction: EHLO is needed again after TLS.
-    assert c.cmd("MAIL FROM:<alice@sender.test>").startswith("503 5.5.1")
-    c.close()
+@pytest.fixture
+def raw_tls(sink: Sink, spamgate_factory: Callable[..., Spamgate], pki: Pki) -> tuple[Spamgate, Pki]:
+    return tls_relay(spamgate_factory, sink, pki), pki
 
 
-def test_data_pipelined_after_starttls_discarded(
-    tls_relay: Callable[..., Spamgate], sink: Sink, ca: trustme.CA
-) -> None:
-    sg = tls_relay()
-    c = Raw(sg.port)
-    c.reply()
-    c.cmd("EHLO client.sender.test")
-    c.send(
-        b"STARTTLS\r\nEHLO evil\r\nMAIL FROM:<evil@attacker.test>\r\n"
-        b"RCPT TO:<bob@example.test>\r\nDATA\r\nSubject: injected\r\n\r\nx\r\n.\r\n"
-    )
-    assert c.reply() == "220 2.0.0 Ready to start TLS"
-    c.sock = _client_ctx(ca).wrap_socket(c.sock, server_hostname="mx.spamgate.test")
-    assert c.cmd("NOOP") == "250 2.0.0 Ok"
-    assert c.cmd("QUIT").startswith("221")
-    c.close()
-    assert sink.messages == []
+@pytest.mark.parametrize(
+    "injected",
+    [
+        b"RSET\r\n",
+        b"MAIL FROM:<evil@sender.test>\r\nRCPT TO:<victim@example.test>\r\n",
+        b"NOOP\r\nNOOP\r\nQUIT\r\n",
+    ],
+)
+def test_starttls_injection_discarded(raw_tls: tuple[Spamgate, Pki], sink: Sink, injected: bytes) -> None:
+    sg, pki = raw_tls
+    sock = socket.create_connection(("127.0.0.1", sg.port), timeout=10)
+    try:
+        f = sock.makefile("rb")
+        assert read_reply(f).startswith("220 ")
+        sock.sendall(b"EHLO client.test\r\n")
+        assert "STARTTLS" in read_reply(f)
+        sock.sendall(b"STARTTLS\r\n" + injected)  # one packet: plaintext after STARTTLS
+        assert read_reply(f) == "220 2.0.0 Ready to start TLS"
+        tls = pki.client_context().wrap_socket(sock, server_hostname="mx.spamgate.test")
+        tf = tls.makefile("rb")
+        tls.sendall(b"EHLO client.test\r\n")
+        first = read_reply(tf)
+        # The first reply after the handshake is EHLO's: nothing injected was executed.
+        assert first.startswith("250-mx.spamgate.test"), first
+        tls.sendall(b"MAIL FROM:<alice@sender.test>\r\n")
+        assert read_reply(tf).startswith("250 ")  # no "nested MAIL": the injected MAIL never ran
+        tls.sendall(b"QUIT\r\n")
+        assert read_reply(tf).startswith("221 ")
+        tls.close()
+    finally:
+        sock.close()
+    assert "victim@example.test" not in " ".join(sink.state.commands)
 
 
-def test_tls_require(tls_relay: Callable[..., Spamgate], sink: Sink, ca: trustme.CA) -> None:
-    sg = tls_relay(require=True)
+def test_tls_require(sink: Sink, spamgate_factory: Callable[..., Spamgate], pki: Pki) -> None:
+    sg = tls_relay(spamgate_factory, sink, pki, require=True)
     with smtp(sg.port) as c:
-        c.ehlo("client.sender.test")
+        c.ehlo("client.test")
         assert c.mail("alice@sender.test") == (530, b"5.7.0 Must issue a STARTTLS command first")
-        c.starttls(context=_client_ctx(ca))
-        c.ehlo("client.sender.test")
-        assert c.mail("alice@sender.test")[0] == 250
-
-
-def test_starttls_not_offered_without_cert(relay: Spamgate) -> None:
-    with smtp(relay.port) as c:
-        c.ehlo("client.sender.test")
-        assert not c.has_extn("starttls")
-        assert c.docmd("STARTTLS")[0] == 502
-
-
-# -- downstream -----------------------------------------------------------------------------
+        c.starttls(context=pki.client_context())
+        c.ehlo("client.test")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("required")) == {}
+    assert len(sink.messages) == 1
 
 
 @pytest.fixture
-def tls_sink(ca: trustme.CA) -> Any:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ca.issue_cert("sink.test").configure_cert(ctx)
-    s = Sink(tls_context=ctx).start()
+def tls_sink(pki: Pki) -> Iterator[Sink]:
+    s = Sink(tls_context=pki.server_context()).start()
     yield s
     s.close()
 
 
-def _deliver(port: int) -> tuple[int, bytes]:
-    with smtp(port) as c:
-        c.ehlo("client.sender.test")
+def _send_one(sg: Spamgate) -> tuple[int, bytes]:
+    with smtp(sg.port) as c:
+        c.ehlo("client.test")
         code, text = c.mail("alice@sender.test")
         if code != 250:
             return code, text
-        c.rcpt("bob@example.test")
-        try:
-            return c.data(message("ds"))
-        except smtplib.SMTPDataError as e:
-            return e.smtp_code, e.smtp_error
+        assert c.rcpt("bob@example.test")[0] == 250
+        return c.data(message("down-tls"))
 
 
-@pytest.mark.parametrize(("mode", "tls"), [("off", False), ("opportunistic", True), ("required", True)])
-def test_downstream_tls_modes(
-    tls_sink: Sink, spamgate_factory: Callable[..., Spamgate], mode: str, tls: bool
+@pytest.mark.parametrize(("mode", "tls_used"), [("off", False), ("opportunistic", True), ("required", True)])
+def test_downstream_tls_modes_with_tls_sink(
+    tls_sink: Sink,
+    spamgate_factory: Callable[..., Spamgate],
+    pki: Pki,
+    tmp_path: Any,
+    mode: str,
+    tls_used: bool,
 ) -> None:
-    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{tls_sink.port}", "tls": mode}})
-    assert _deliver(sg.port)[0] == 250
-    assert tls_sink.messages[0].tls is tls
+    relay: dict[str, Any] = {"downstream": f"127.0.0.1:{tls_sink.port}", "tls": mode}
+    if mode == "required":  # and verified against our CA
+        relay |= {"tls_server_name": "sink.test", "tls_ca_file": str(pki.ca_file(tmp_path))}
+    sg = spamgate_factory({"relay": relay})
+    assert _send_one(sg)[0] == 250
+    assert tls_sink.messages[0].tls is tls_used
 
 
-def test_downstream_tls_verified(
-    tls_sink: Sink, spamgate_factory: Callable[..., Spamgate], ca: trustme.CA, tmp_path: Path
+def test_downstream_tls_opportunistic_without_starttls(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate]
 ) -> None:
-    ca_file = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    relay = {"downstream": f"127.0.0.1:{tls_sink.port}", "tls": "required", "tls_ca_file": str(ca_file)}
-    good = spamgate_factory({"relay": relay | {"tls_server_name": "sink.test"}})
-    assert _deliver(good.port)[0] == 250
-    bad = spamgate_factory({"relay": relay | {"tls_server_name": "other.test"}})
-    code, text = _deliver(bad.port)
-    assert code == 451
-    assert text.startswith(b"4.7.5 [ref ")
-    assert len(tls_sink.messages) == 1
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", "tls": "opportunistic"}})
+    assert _send_one(sg)[0] == 250
+    assert sink.messages[0].tls is False
 
 
-def test_downstream_tls_required_without_starttls(
+def test_downstream_tls_required_without_starttls_is_451(
     sink: Sink, spamgate_factory: Callable[..., Spamgate]
 ) -> None:
     sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", "tls": "required"}})
-    code, text = _deliver(sg.port)
+    code, text = _send_one(sg)
     assert code == 451
     assert text.startswith(b"4.7.5 [ref ")
     assert sink.messages == []
-    assert sg.wait_log("transaction")[0]["outcome"] == "deferred"
 
 
-def test_failed_handshake_closes(
-    sink: Sink, spamgate_factory: Callable[..., Spamgate], cert_files: dict[str, str]
+def test_downstream_tls_required_wrong_name_is_451(
+    tls_sink: Sink, spamgate_factory: Callable[..., Spamgate], pki: Pki, tmp_path: Any
 ) -> None:
-    """The failed session frees its slot (max_connections = 1: the next client gets in)."""
-    sg = spamgate_factory(
-        {
-            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
-            "tls": cert_files,
-            "limits": {"max_connections": 1},
-        }
-    )
-    c = Raw(sg.port)
-    c.reply()
-    c.cmd("EHLO client.sender.test")
-    assert c.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
-    c.send(b"this is not a TLS ClientHello\r\n" * 10)
-    assert c.closed()
-    assert sg.wait_log("connection", closed="tls_failed")
-    time.sleep(0.1)
-    with smtp(sg.port) as ok:
-        ok.ehlo("client.sender.test")
-        assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after")) == {}
+    relay = {
+        "downstream": f"127.0.0.1:{tls_sink.port}",
+        "tls": "required",
+        "tls_server_name": "other.test",
+        "tls_ca_file": str(pki.ca_file(tmp_path)),
+    }
+    sg = spamgate_factory({"relay": relay})
+    code, text = _send_one(sg)
+    assert code == 451
+    assert text.startswith(b"4.7.5 [ref ")
+    assert tls_sink.messages == []

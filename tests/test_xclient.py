@@ -1,4 +1,4 @@
-"""XCLIENT: a downstream that advertises it learns the true client of every transaction."""
+"""XCLIENT: the downstream learns the true client (ADDR, NAME, HELO, PROTO), then is greeted again."""
 
 from __future__ import annotations
 
@@ -9,44 +9,45 @@ from tests.harness.proc import Spamgate
 from tests.harness.sink import Sink
 
 
-def _send(port: int, source: str, helo: str, esmtp: bool = True) -> None:
-    with smtp(port, source) as c:
-        if esmtp:
-            c.ehlo(helo)
-        else:
-            c.helo(helo)
-        assert c.sendmail("alice@sender.test", ["bob@example.test"], message(f"x{source}")) == {}
-
-
-def test_xclient_attributes(relay: Spamgate, sink: Sink) -> None:
-    _send(relay.port, "127.0.7.1", "one.sender.test")
-    assert sink.messages[0].xclient == {
-        "ADDR": "127.0.7.1",
-        "NAME": "[UNAVAILABLE]",  # no PTR (the tests' DNS answers nothing)
-        "HELO": "one.sender.test",
+def test_xclient_carries_the_true_client(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", "pool_size": 0}})
+    with smtp(sg.port, "127.0.11.5") as c:
+        c.ehlo("client.example")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("xc1")) == {}
+    with smtp(sg.port, "127.0.11.6") as c:
+        c.helo("old.example")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("xc2")) == {}
+    first, second = sink.messages
+    assert first.xclient == {
+        "ADDR": "127.0.11.5",
+        "NAME": "[UNAVAILABLE]",
+        "HELO": "client.example",
         "PROTO": "ESMTP",
     }
-    assert sink.messages[0].helo == "mx.spamgate.test"  # re-EHLO after XCLIENT, as our name
+    assert second.xclient == {
+        "ADDR": "127.0.11.6",
+        "NAME": "[UNAVAILABLE]",
+        "HELO": "old.example",
+        "PROTO": "SMTP",
+    }
+    # XCLIENT resets the downstream session: it is followed by a new EHLO before MAIL.
+    cmds = [c.split(" ")[0].upper() for c in sink.state.commands]
+    i = cmds.index("XCLIENT")
+    assert cmds[i + 1] == "EHLO"
+    assert cmds[i + 2] == "MAIL"
 
 
-def test_xclient_per_client_on_pooled_session(relay: Spamgate, sink: Sink) -> None:
-    """One pooled downstream session serves two clients: each transaction carries its own client."""
-    _send(relay.port, "127.0.7.2", "two.sender.test")
-    _send(relay.port, "127.0.7.3", "three.sender.test", esmtp=False)
-    assert sink.state.connections == 1
-    assert [m.xclient["ADDR"] for m in sink.messages] == ["127.0.7.2", "127.0.7.3"]
-    assert sink.messages[1].xclient["HELO"] == "three.sender.test"
-    assert sink.messages[1].xclient["PROTO"] == "SMTP"
-
-
-def test_no_xclient_when_not_advertised_or_disabled(
+def test_no_xclient_when_disabled_or_not_offered(
     sink: Sink, spamgate_factory: Callable[..., Spamgate]
 ) -> None:
-    sink.state.xclient = False
-    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}})
-    _send(sg.port, "127.0.7.4", "four.sender.test")
-    sink.state.xclient = True
     off = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", "xclient": False}})
-    _send(off.port, "127.0.7.5", "five.sender.test")
+    with smtp(off.port, "127.0.11.7") as c:
+        c.ehlo("client.example")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("xc-off")) == {}
+    sink.state.xclient = False
+    plain = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}})
+    with smtp(plain.port, "127.0.11.8") as c:
+        c.ehlo("client.example")
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("xc-none")) == {}
     assert [m.xclient for m in sink.messages] == [{}, {}]
-    assert not any(c.startswith("XCLIENT") for c in sink.state.commands)
+    assert not any(c.upper().startswith("XCLIENT") for c in sink.state.commands)

@@ -13,13 +13,9 @@ import socket
 import time
 from pathlib import Path
 
-import structlog
-
 from proxy import replies
 from proxy.relay.base import ClientIdentity
 from proxy.replies import Reply
-
-log = structlog.get_logger("spamgate")
 
 _counter = 0
 
@@ -71,9 +67,8 @@ class MaildirDownstream:
         try:
             unique = await asyncio.to_thread(deliver, self.root, rcpts, message)
         except OSError as exc:
-            log.error("maildir_failed", root=str(self.root), error=str(exc))
-            return replies.LOCAL_DELIVERY_FAILED
-        return replies.delivered_locally(unique)
+            return replies.local_delivery_failed(str(exc.strerror or exc))
+        return replies.delivered_to_maildir(unique)
 
     async def rset(self) -> None:
         self.rcpts = []

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import os
 import time
 import traceback
 from asyncio import sslproto
@@ -38,6 +37,7 @@ from aiosmtpd.smtp import Session as AiosmtpdSession
 
 from proxy import replies as R
 from proxy.checks.base import CheckContext, Stage, SymbolDef
+from proxy.checks.connect import pregreet
 from proxy.checks.core_symbols import BARE_NEWLINE, LINE_TOO_LONG, SIZE_EXCEEDED, TOO_MANY_RCPTS
 from proxy.policy.engine import Action, Hit, Verdict
 from proxy.relay.base import ClientIdentity, Downstream
@@ -137,18 +137,8 @@ class SmtpSession(AiosmtpdSMTP):
         await self._writer.drain()
 
     async def error(self, r: Reply) -> None:
-        """A reply for a client mistake: counts toward limits.max_errors.
-
-        A 421 (relayed from a downstream that is closing) ends the session: RFC 5321 3.8
-        says the connection closes after it, and the client retries the whole transaction.
-        """
+        """A reply for a client mistake: counts toward limits.max_errors."""
         await self.reply(r)
-        if r.code == 421:
-            if self.txn is not None:
-                self._finish(self.txn, r, "downstream")
-            self._close_reason = self._close_reason or "downstream_421"
-            self._shut()
-            return
         conn = self.conn
         assert conn is not None
         conn.errors += 1
@@ -201,13 +191,8 @@ class SmtpSession(AiosmtpdSMTP):
             await self._command_loop(conn)
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             self._close_reason = self._close_reason or "disconnected"
-        except Exception as exc:
-            # Outside a command (greeting, connect checks...): never leave the socket open.
-            self._close_reason = "error"
-            log.error("session_error", error=repr(exc), traceback=traceback.format_exc())
-            self._close_with(R.INTERNAL_ERROR_CLOSING)
         finally:
-            self._cleanup(conn or self.conn)
+            self._cleanup(conn or self.conn)  # self.conn: refused at admission, logged too
 
     async def _accept(self) -> Connection | None:
         gen = self.gen
@@ -243,6 +228,7 @@ class SmtpSession(AiosmtpdSMTP):
             self._shut()
             return False
         if gen.pipeline.has_stage(Stage.CONNECT):
+            await pregreet.before_checks(self, conn)  # postscreen-style "220-" teaser, when enabled
             hits = await gen.pipeline.run(Stage.CONNECT, CheckContext(Stage.CONNECT, conn))
             conn.connect_hits = hits
             verdict = gen.policy.decide(hits, Stage.CONNECT)
@@ -269,13 +255,7 @@ class SmtpSession(AiosmtpdSMTP):
         conn = self.conn
         assert conn is not None
         while not self._closing:
-            try:
-                line = await self._readline()
-            except asyncio.LimitOverrunError as e:
-                self._pending.clear()
-                await self._discard_long_line(e.consumed)
-                await self.error(R.CONNECT_REJECTED_BUSY)
-                continue
+            line = await self._readline()
             if line.rstrip(b"\r\n").upper() == b"QUIT":
                 await self.reply(R.BYE)
                 self._shut()
@@ -291,7 +271,6 @@ class SmtpSession(AiosmtpdSMTP):
             try:
                 line = await self._readline()
             except asyncio.LimitOverrunError as e:
-                self._pending.clear()  # the line's start, left over from the DATA read
                 await self._discard_long_line(e.consumed)
                 await self.error(R.LINE_TOO_LONG)
                 continue
@@ -338,9 +317,6 @@ class SmtpSession(AiosmtpdSMTP):
                 self._shut()
 
     def _cleanup(self, conn: Connection | None) -> None:
-        # The session is over even if its transport never reports connection_lost (a failed
-        # TLS handshake): it must not hold a connection slot or delay a drain.
-        self.rt.sessions.discard(self)
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
         if conn is None:
@@ -354,6 +330,7 @@ class SmtpSession(AiosmtpdSMTP):
             self.gen.release_downstream(self.downstream)
             self.downstream = None
         self._log_connection(conn)
+        conn.notes["closed"] = self._close_reason or "closed"
         for cb in self.gen.services.on_close:
             cb(conn)
 
@@ -406,7 +383,12 @@ class SmtpSession(AiosmtpdSMTP):
         if not esmtp:
             await self.reply(R.helo_ok(gen.config.server.hostname))
             return
-        lines = ["PIPELINING", f"SIZE {gen.config.limits.max_message_size}", "8BITMIME"]
+        lines = [
+            gen.config.server.hostname,
+            "PIPELINING",
+            f"SIZE {gen.config.limits.max_message_size}",
+        ]
+        lines += ["8BITMIME"]
         if gen.config.smtp.advertise_smtputf8:
             lines.append("SMTPUTF8")
         lines.append("ENHANCEDSTATUSCODES")
@@ -414,7 +396,7 @@ class SmtpSession(AiosmtpdSMTP):
             lines.append("STARTTLS")
         if gen.config.smtp.advertise_dsn:
             lines.append("DSN")
-        await self.reply(R.ehlo_ok(gen.config.server.hostname, lines))
+        await self.reply(R.ehlo_ok(lines))
 
     # -- MAIL -------------------------------------------------------------------------------
 
@@ -504,7 +486,8 @@ class SmtpSession(AiosmtpdSMTP):
         reply = await self.downstream.mail(txn.mail_from, params, self._identity(conn))
         txn.stage_ms["downstream_mail"] = (time.monotonic() - t0) * 1000
         if not reply.is_positive:
-            reply = R.own_with_ref(reply, txn.ref)
+            if reply in (R.DOWNSTREAM_UNAVAILABLE, R.DOWNSTREAM_LOST, R.DOWNSTREAM_TLS):
+                reply = reply.with_ref(txn.ref)
             self._finish(txn, reply, "mail")
             await self.error(reply)
             return
@@ -565,7 +548,8 @@ class SmtpSession(AiosmtpdSMTP):
             return
         assert self.downstream is not None
         reply = await self.downstream.rcpt(path.address, path.params)
-        reply = R.own_with_ref(reply, txn.ref)
+        if reply in (R.DOWNSTREAM_LOST,):
+            reply = reply.with_ref(txn.ref)
         result.reply = reply
         result.accepted = reply.is_positive
         if reply.is_positive:
@@ -606,13 +590,12 @@ class SmtpSession(AiosmtpdSMTP):
             self._record(txn, verdict)
             await self._reject_data(txn, reply)
             return
-        # RFC 5321 4.5.2: remove the leading dot of every (CRLF-delimited, wire) line that has
-        # one; then normalise bare CR/LF, so new line boundaries never lose a dot.
+        if cfg.limits.bare_newline == "normalize" and self._has_bare_newline(message):
+            message = _normalize_newlines(message)
+        # RFC 5321 4.5.2: remove the leading dot of every line that has one.
         if message.startswith(b"."):
             message = message[1:]
         message = message.replace(b"\r\n.", b"\r\n")
-        if cfg.limits.bare_newline == "normalize" and self._has_bare_newline(message):
-            message = _normalize_newlines(message)
         await self._data_stage(conn, txn, message)
 
     async def _read_message(self, limit: int) -> tuple[bytes, int, bool]:
@@ -687,8 +670,10 @@ class SmtpSession(AiosmtpdSMTP):
         t0 = time.monotonic()
         reply = await self.downstream.data(final)
         txn.stage_ms["downstream_data"] = (time.monotonic() - t0) * 1000
-        reply = R.own_with_ref(reply, txn.ref)
-        txn.downstream_reply = reply
+        if reply in (R.DOWNSTREAM_LOST, R.DOWNSTREAM_UNAVAILABLE):
+            reply = reply.with_ref(txn.ref)  # ours: the downstream gave no reply
+        else:
+            txn.downstream_reply = reply
         self._finish(txn, reply, "data")
         if reply.is_positive:
             conn.errors = 0
@@ -783,8 +768,6 @@ class SmtpSession(AiosmtpdSMTP):
         except Exception:
             self._close_reason = "tls_failed"
             self._shut()
-            if self._original_transport is not None:
-                self._original_transport.close()
             return
         ssl_obj = self.transport.get_extra_info("ssl_object")
         conn.tls = f"{ssl_obj.version()} {ssl_obj.cipher()[0]}" if ssl_obj else "TLS"
@@ -842,6 +825,7 @@ class SmtpSession(AiosmtpdSMTP):
         if self.gen.config.server.mode == "observe":
             fields["mode"] = "observe"
         log.info("transaction", **fields)
+        txn.notes["hits"] = hits
         for cb in self.gen.services.on_transaction:
             cb(conn, txn, outcome)
 
@@ -856,7 +840,6 @@ class SmtpSession(AiosmtpdSMTP):
             "errors": conn.errors,
             "closed": self._close_reason or "closed",
             "elapsed_ms": round((time.monotonic() - conn.started) * 1000, 2),
-            "pid": os.getpid(),
         }
         if conn.peer[0] != conn.ip_str:
             fields["proxy_peer"] = conn.peer[0]

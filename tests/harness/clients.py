@@ -37,12 +37,6 @@ class Raw:
             c.close()
         cls.opened.clear()
 
-    def __enter__(self) -> Raw:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
@@ -81,6 +75,12 @@ class Raw:
 
     def close(self) -> None:
         self.sock.close()
+
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def swaks(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

@@ -10,9 +10,13 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``data_reply``: a reply to give at the end of DATA instead of 250 (e.g. "451 4.3.0 ...")
 - ``drop_in_data``: close the connection after 354 once some data arrived
 - ``delay``: seconds to wait before every reply (slow server)
-- ``fail_at``: {"MAIL"|"RCPT"|"DATA"|"DOT"|"EHLO"|"XCLIENT"|"GREETING"...: "421 4.3.2 ..."}: that reply
-  at that stage; a 421 also closes the connection. ``fail_once``: the same, for one command only
-- ``random_faults`` + ``seed``: each transaction draws one fault at random (see ``_draw``)
+- ``delays``: per stage seconds to wait before that stage's reply (``{"dot": 3.0}``: slow DATA end)
+- ``fail_at``: per stage reply given instead of the normal one; a 421 also closes the session.
+  Stages: ``greeting``, ``ehlo``, ``mail``, ``rcpt``, ``data`` (the DATA command), ``dot``
+  (end of data), ``rset``
+- ``fault``: a callable ``(stage) -> reply | "drop" | "sleep <s>" | None`` asked at every stage
+  (random faults); "drop" aborts the connection, "sleep <s>" delays the normal reply
+- ``lenient_dot``: also end DATA at a "." line ended by a bare LF (a smuggling-prone downstream)
 - ``stop()``/``start()``: the server is down / up again
 """
 
@@ -20,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,11 +53,10 @@ class SinkState:
     data_reply: str = ""
     drop_in_data: bool = False
     delay: float = 0.0
+    delays: dict[str, float] = field(default_factory=dict)
     fail_at: dict[str, str] = field(default_factory=dict)
-    fail_once: dict[str, str] = field(default_factory=dict)
-    random_faults: float = 0.0
-    seed: int = 0
-    rng: random.Random | None = None
+    fault: Callable[[str], str | None] | None = None
+    lenient_dot: bool = False  # end data at "\n.\n" too, like a smuggling-prone server
     extensions: list[str] = field(
         default_factory=lambda: [
             "PIPELINING",
@@ -73,7 +76,6 @@ class _Session:
         self.helo = ""
         self.xclient: dict[str, str] = {}
         self.tls = False
-        self.fault = ""
         self.reset()
 
     def reset(self) -> None:
@@ -89,14 +91,35 @@ class _Session:
         self.w.write(line.encode("utf-8", "surrogateescape") + b"\r\n")
         await self.w.drain()
 
+    async def fault(self, stage: str) -> bool:
+        """Apply the stage's configured fault; True when it replied (or dropped) instead."""
+        st = self.sink.state
+        wait = st.delays.get(stage)
+        if wait:
+            await asyncio.sleep(wait)
+        reply = st.fail_at.get(stage)
+        if reply is None and st.fault is not None:
+            reply = st.fault(stage)
+        if reply is not None and reply.startswith("sleep "):
+            await asyncio.sleep(float(reply[6:]))
+            return False
+        if reply is None:
+            return False
+        if reply == "drop":
+            self.w.transport.abort()
+            raise ConnectionResetError("sink dropped the connection")
+        await self.send(reply)
+        if reply.startswith("421"):
+            self.w.close()
+            raise ConnectionResetError("sink closed with 421")
+        return True
+
     async def run(self) -> None:
         st = self.sink.state
         st.connections += 1
-        if "GREETING" in st.fail_at:
-            await self.send(st.fail_at["GREETING"])
+        if await self.fault("greeting"):
             return
         await self.send("220 sink.test ESMTP sink")
-        self.fault = ""
         while True:
             line = await self.r.readline()
             if not line:
@@ -105,12 +128,9 @@ class _Session:
             st.commands.append(text)
             verb, _, arg = text.partition(" ")
             verb = verb.upper()
-            fault = self._fault(verb)
-            if fault:
-                await self.send(fault)
-                if fault.startswith("421"):
-                    return
-                if verb == "DATA":
+            stage = {"EHLO": "ehlo", "HELO": "ehlo"}.get(verb, verb.lower())
+            if stage in ("ehlo", "mail", "rcpt", "data", "rset") and await self.fault(stage):
+                if stage == "mail":
                     self.reset()
                 continue
             if verb == "EHLO":
@@ -160,12 +180,8 @@ class _Session:
                 data = await self._read_data()
                 if data is None:
                     return
-                dot_fault = self._fault("DOT")
-                if dot_fault:
-                    await self.send(dot_fault)
+                if await self.fault("dot"):
                     self.reset()
-                    if dot_fault.startswith("421"):
-                        return
                     continue
                 if st.data_reply:
                     await self.send(st.data_reply)
@@ -195,52 +211,16 @@ class _Session:
             else:
                 await self.send("502 5.5.2 Error: command not recognized")
 
-    def _fault(self, stage: str) -> str:
-        st = self.sink.state
-        if stage in st.fail_at:
-            return st.fail_at[stage]
-        if stage in st.fail_once:
-            return st.fail_once.pop(stage)
-        if stage == "MAIL":
-            self.fault = self._draw()
-        if self.fault.startswith(stage + ":"):
-            return self.fault.split(":", 1)[1]
-        return ""
-
-    def _draw(self) -> str:
-        """One random fault for the coming transaction (or none), from the seeded generator."""
-        st = self.sink.state
-        if not st.random_faults:
-            return ""
-        if st.rng is None:
-            st.rng = random.Random(st.seed)
-        if st.rng.random() >= st.random_faults:
-            return ""
-        return st.rng.choice(
-            [
-                "MAIL:421 4.3.2 Shutting down",
-                "MAIL:451 4.3.0 Try later",
-                "RCPT:450 4.2.1 Mailbox busy",
-                "RCPT:421 4.3.2 Shutting down",
-                "DATA:451 4.3.0 Try later",
-                "DATA:421 4.3.2 Shutting down",
-                "DOT:451 4.3.0 Queue write failed",
-                "DOT:421 4.3.2 Shutting down",
-                "DOT:554 5.6.0 Rejected by content filter",
-                "DROP:",
-            ]
-        )
-
     async def _read_data(self) -> bytes | None:
         chunks: list[bytes] = []
         while True:
             line = await self.r.readline()
             if not line:
                 return None
-            if (self.sink.state.drop_in_data or self.fault == "DROP:") and chunks:
+            if self.sink.state.drop_in_data and chunks:
                 self.w.transport.abort()
                 return None
-            if line == b".\r\n":
+            if line == b".\r\n" or (self.sink.state.lenient_dot and line.rstrip(b"\r\n") == b"."):
                 return b"".join(chunks)
             if line.startswith(b"."):
                 line = line[1:]
