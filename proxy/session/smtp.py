@@ -605,12 +605,13 @@ class SmtpSession(AiosmtpdSMTP):
             self._record(txn, verdict)
             await self._reject_data(txn, reply)
             return
-        if cfg.limits.bare_newline == "normalize" and self._has_bare_newline(message):
-            message = _normalize_newlines(message)
-        # RFC 5321 4.5.2: remove the leading dot of every line that has one.
+        # RFC 5321 4.5.2: remove the leading dot of every (CRLF-delimited, wire) line that has
+        # one; then normalise bare CR/LF, so new line boundaries never lose a dot.
         if message.startswith(b"."):
             message = message[1:]
         message = message.replace(b"\r\n.", b"\r\n")
+        if cfg.limits.bare_newline == "normalize" and self._has_bare_newline(message):
+            message = _normalize_newlines(message)
         await self._data_stage(conn, txn, message)
 
     async def _read_message(self, limit: int) -> tuple[bytes, int, bool]:
