@@ -151,8 +151,6 @@ class SmtpDownstream:
         if supported:
             attrs = [a for a in attrs if a.split("=", 1)[0] in supported]
         response = await client.execute_command(b"XCLIENT", *(a.encode() for a in attrs))
-        if response.code == 421:  # closing (idle timeout): the session is lost, not XCLIENT
-            raise aiosmtplib.SMTPServerDisconnected(response.message)
         if response.code != 220:
             # Not authorised for XCLIENT: relay without it rather than fail the mail.
             self.caps = self.caps - {"xclient"}
@@ -166,11 +164,9 @@ class SmtpDownstream:
             # First command on a pooled session: if the server dropped it while idle,
             # reconnect once and retry (nothing has been sent on it for this client yet).
             self.reused = False
-            # A server that timed the idle session out may answer the first command with 421.
             reply = await self._mail(sender, params, identity)
-            if reply is not DOWNSTREAM_LOST and reply.code != 421:
+            if reply is not DOWNSTREAM_LOST:
                 return reply
-            await self.close()
         return await self._mail(sender, params, identity)
 
     async def _mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
