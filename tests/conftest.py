@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.harness.core_fixtures import _close_raw_clients  # noqa: F401
 from tests.harness.dns_server import dns_server  # noqa: F401
 from tests.harness.proc import Spamgate
 from tests.harness.redis_server import redis_server  # noqa: F401

@@ -182,3 +182,76 @@ def test_421_at_any_stage_is_4xx_then_recovers(fast_relay: Spamgate, sink: Sink,
     elif stage in ("data", "dot"):
         assert txs[0]["reply"].startswith("451 4.4.2")
     assert txs[1]["outcome"] == "delivered"
+
+
+# -- from the core branch ------------------------------------------------------------------
+
+
+def _once(stage: str, reply: str) -> Callable[[str], str | None]:
+    left = [reply]
+
+    def fault(s: str) -> str | None:
+        return left.pop() if s == stage and left else None
+
+    return fault
+
+
+def test_pooled_session_timed_out_by_downstream_is_replaced(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate]
+) -> None:
+    """A pooled downstream session answering 421 (its idle timeout) to the first command is
+    replaced transparently: the new client never sees it."""
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", **FAST}})
+    with smtp(sg.port, "127.0.11.1") as c:
+        c.ehlo("client.sender.test")
+        assert send(c, "p1")[:2] == ("ok", 250)
+    sink.state.fault = _once("mail", "421 4.4.2 sink.test Error: timeout exceeded")
+    with smtp(sg.port, "127.0.11.2") as c:
+        c.ehlo("client.sender.test")
+        assert send(c, "p2")[:2] == ("ok", 250)
+    assert len(sink.messages) == 2
+    assert sink.state.connections == 2
+    assert sink.messages[1].xclient["ADDR"] == "127.0.11.2"
+
+
+def test_client_drop_mid_data_forwards_nothing(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    from tests.harness.clients import Raw
+
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", **FAST}})
+    c = Raw(sg.port, "127.0.11.5")
+    c.reply()
+    c.cmd("EHLO client.sender.test")
+    c.cmd("MAIL FROM:<alice@sender.test>")
+    c.cmd("RCPT TO:<bob@example.test>")
+    assert c.cmd("DATA").startswith("354")
+    c.send(b"Subject: cut\r\n\r\nhalf a mess")
+    c.close()
+    tx = sg.wait_log("transaction")[0]
+    assert tx["outcome"] == "aborted"
+    assert sink.messages == []
+    # The downstream session that was mid-transaction is not reused as is: the next client is clean.
+    with smtp(sg.port, "127.0.11.6") as ok:
+        ok.ehlo("client.sender.test")
+        assert ok.sendmail("alice@sender.test", ["carol@example.test"], message("next")) == {}
+    assert [m.rcpts for m in sink.messages] == [["carol@example.test"]]
+
+
+def test_connect_at_connect(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """relay.connect_at = "connect": the downstream session opens with the client's; a
+    downstream that is down then still ends in 451 at MAIL, not at the greeting."""
+    from tests.harness.clients import Raw
+
+    sg = spamgate_factory(
+        {"relay": {"downstream": f"127.0.0.1:{sink.port}", "connect_at": "connect", "pool_size": 0, **FAST}}
+    )
+    c = Raw(sg.port)
+    assert c.reply().startswith("220 ")
+    assert c.cmd("NOOP").startswith("250")
+    assert sink.state.connections == 1
+    c.close()
+    sink.stop()
+    with smtp(sg.port) as c2:
+        c2.ehlo("client.sender.test")
+        failed, code, text = send(c2, "down")
+    assert (failed, code) == ("mail", 451)
+    assert text.startswith("4.4.1 [ref ")

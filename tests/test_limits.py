@@ -253,3 +253,57 @@ def test_binary_garbage_errors_then_421(sink: Sink, spamgate_factory: Callable[.
         ok.ehlo("client.test")
         assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after-garbage")) == {}
     assert len(sink.messages) == 1
+
+
+# -- regressions found by the core branch ---------------------------------------------------
+
+
+def test_connection_refused_by_limit_is_logged(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = relay_with(sink, spamgate_factory, {"max_connections_per_ip": 1})
+    a = raw(sg.port, "127.0.2.9")
+    assert a.reply().startswith("220")
+    b = raw(sg.port, "127.0.2.9")
+    assert b.reply().startswith("421 4.7.0")
+    conn = sg.wait_log("connection", closed="limit_ip")[0]
+    assert conn["client_ip"] == "127.0.2.9"
+
+
+def test_long_line_pipelined_after_data_is_one_error(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate]
+) -> None:
+    """A too-long command line starting in the packet that ended DATA counts once, and the
+    command after it is read cleanly (the leftover is not prefixed to it)."""
+    sg = relay_with(sink, spamgate_factory, {})
+    c = greet(sg.port)
+    assert c.cmd("MAIL FROM:<alice@sender.test>").startswith("250")
+    assert c.cmd("RCPT TO:<bob@example.test>").startswith("250")
+    assert c.cmd("DATA").startswith("354")
+    c.send(message("pl") + b".\r\nNOOP " + b"x" * 40_000)
+    assert c.reply().startswith("250 ")
+    time.sleep(0.1)
+    c.send(b"x" * 40_000 + b"\r\nNOOP\r\n")
+    assert c.reply() == "500 5.5.2 Command line too long"
+    assert c.reply() == "250 2.0.0 Ok"
+
+
+def test_long_line_after_connect_reject_does_not_hang(spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = spamgate_factory({"checks": {"static_lists": {"block": ["127.0.13.1/32"]}}})
+    c = raw(sg.port, "127.0.13.1")
+    assert c.reply().startswith("554 ")
+    c.send(b"x" * 100_000 + b"\r\n")
+    assert c.reply() == "503 5.5.1 Connection rejected; only QUIT is accepted"
+    assert c.cmd("QUIT").startswith("221")
+    assert c.closed()
+
+
+def test_max_transactions(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    sg = relay_with(sink, spamgate_factory, {"max_transactions": 2})
+    c = greet(sg.port)
+    for i in range(2):
+        assert c.cmd("MAIL FROM:<alice@sender.test>").startswith("250")
+        assert c.cmd("RCPT TO:<bob@example.test>").startswith("250")
+        assert c.cmd("DATA").startswith("354")
+        assert c.cmd(message(f"t{i}") + b".").startswith("250 ")
+    assert c.cmd("MAIL FROM:<alice@sender.test>") == "421 4.7.0 Too many messages in one session, reconnect"
+    assert c.closed()
+    assert len(sink.messages) == 2

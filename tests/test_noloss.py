@@ -123,3 +123,58 @@ def test_no_message_lost_under_random_faults(sink: Sink, spamgate_factory: Calla
         if m:
             assert m.group(1) not in delivered_refs
     assert txs
+
+
+# -- from the core branch ------------------------------------------------------------------
+
+
+def test_no_loss_with_concurrent_clients(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """30 clients at once, 4 messages each, seeded random faults: the invariant holds under
+    concurrency and downstream session pooling."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = random.Random(7)
+    lock = threading.Lock()
+    faults = ["421 4.3.2 bye", "451 4.3.0 later", "drop", None, None, None, None, None, None, None]
+
+    def fault(stage: str) -> str | None:
+        if stage not in ("mail", "rcpt", "dot"):
+            return None
+        with lock:
+            f = rng.choice(faults)
+            return f if rng.random() < 0.3 else None
+
+    sink.state.fault = fault
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}", "pool_size": 8}})
+
+    def client(n: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        try:
+            with smtp(sg.port, f"127.0.20.{n + 1}") as c:
+                c.ehlo("client.sender.test")
+                for k in range(4):
+                    name = f"c{n}x{k}"
+                    code, _ = c.mail("alice@sender.test")
+                    if code == 250:
+                        code, _ = c.rcpt("bob@example.test")
+                    if code == 250:
+                        try:
+                            code, _ = c.data(message(name))
+                        except smtplib.SMTPDataError as e:
+                            code = e.smtp_code
+                    else:
+                        c.rset()
+                    out[name] = code
+        except smtplib.SMTPServerDisconnected:
+            pass
+        return out
+
+    with ThreadPoolExecutor(30) as pool:
+        results = list(pool.map(client, range(30)))
+    outcome = {k: v for r in results for k, v in r.items()}
+    delivered = sorted(n for n, code in outcome.items() if code == 250)
+    at_sink = sorted(m.data.split(b"Message-ID: <", 1)[1].split(b"@", 1)[0].decode() for m in sink.messages)
+    assert at_sink == delivered
+    assert len(delivered) > 40
+    assert len(delivered) < len(outcome)  # faults did happen

@@ -92,3 +92,31 @@ def test_clean_message_unaffected_by_normalize(sink: Sink, spamgate_factory: Cal
         c.send(b"Subject: clean\r\n\r\n..dot line\r\nend\r\n.\r\n")
         assert c.reply().startswith("250 ")
     assert sink.messages[0].data.endswith(b"Subject: clean\r\n\r\n.dot line\r\nend\r\n")
+
+
+def test_normalize_keeps_dots_at_new_line_starts(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate]
+) -> None:
+    """Unstuffing applies to wire (CRLF) lines only: a dot after a bare CR/LF is content."""
+    sg = spamgate_factory(
+        {"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "limits": {"bare_newline": "normalize"}}
+    )
+    c = start_txn(sg.port)
+    c.send(b"Subject: dots\r\n\r\na\r.b\r\nc\n.d\r\n..e\r\n.\r\n")
+    assert c.reply().startswith("250 ")
+    c.close()
+    assert sink.messages[0].data.endswith(b"Subject: dots\r\n\r\na\r\n.b\r\nc\r\n.d\r\n.e\r\n")
+
+
+def test_end_of_data_split_across_packets(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """CRLF.CRLF arriving byte by byte is still found, and nothing before it ends the data."""
+    import time
+
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}})
+    c = start_txn(sg.port)
+    for b in b"Subject: split\r\n\r\nline\r\n..\r\n.x\r\n.\r\n":
+        c.send(bytes([b]))
+        time.sleep(0.002)
+    assert c.reply().startswith("250 ")
+    c.close()
+    assert sink.messages[0].data.endswith(b"Subject: split\r\n\r\nline\r\n.\r\nx\r\n")  # unstuffed

@@ -164,3 +164,33 @@ def test_downstream_tls_required_wrong_name_is_451(
     assert code == 451
     assert text.startswith(b"4.7.5 [ref ")
     assert tls_sink.messages == []
+
+
+def test_failed_handshake_frees_its_slot(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate], pki: Pki
+) -> None:
+    """A client that fails the TLS handshake is closed and its connection slot is freed at once
+    (max_connections = 1: the next client gets in; the drain at teardown does not wait)."""
+    import time
+
+    from tests.harness.clients import Raw
+
+    sg = spamgate_factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "tls": {"cert_file": str(pki.cert_file), "key_file": str(pki.key_file)},
+            "limits": {"max_connections": 1},
+        }
+    )
+    c = Raw(sg.port)
+    c.reply()
+    c.cmd("EHLO client.sender.test")
+    assert c.cmd("STARTTLS") == "220 2.0.0 Ready to start TLS"
+    c.send(b"this is not a TLS ClientHello\r\n" * 10)
+    assert c.closed()
+    c.close()
+    assert sg.wait_log("connection", closed="tls_failed")
+    time.sleep(0.1)
+    with smtp(sg.port) as ok:
+        ok.ehlo("client.sender.test")
+        assert ok.sendmail("alice@sender.test", ["bob@example.test"], message("after")) == {}

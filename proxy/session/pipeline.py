@@ -17,6 +17,7 @@ import structlog
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol
 from proxy.checks.core_symbols import CHECK_ERROR, STAGE_TIMEOUT
 from proxy.checks.registry import CHECKS
+from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
 from proxy.policy.engine import Hit, Policy
 
@@ -44,8 +45,14 @@ class Pipeline:
                 self.observe.add(cls.name)
 
     async def start(self) -> None:
+        """Start every check (list files, resolvers...); a failure names the check's section."""
         for c in self.checks:
-            await c.start()
+            try:
+                await c.start()
+            except ConfigError:
+                raise
+            except (OSError, ValueError) as exc:
+                raise ConfigError(f"checks.{c.name}", str(exc)) from exc
 
     async def stop(self) -> None:
         for c in self.checks:

@@ -191,6 +191,11 @@ class SmtpSession(AiosmtpdSMTP):
             await self._command_loop(conn)
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             self._close_reason = self._close_reason or "disconnected"
+        except Exception as exc:
+            # Outside a command (greeting, connect checks...): never leave the socket open.
+            self._close_reason = "error"
+            log.error("session_error", error=repr(exc), traceback=traceback.format_exc())
+            self._close_with(R.INTERNAL_ERROR_CLOSING)
         finally:
             self._cleanup(conn or self.conn)  # self.conn: refused at admission, logged too
 
@@ -255,7 +260,13 @@ class SmtpSession(AiosmtpdSMTP):
         conn = self.conn
         assert conn is not None
         while not self._closing:
-            line = await self._readline()
+            try:
+                line = await self._readline()
+            except asyncio.LimitOverrunError as e:
+                self._pending.clear()
+                await self._discard_long_line(e.consumed)
+                await self.error(R.CONNECT_REJECTED_BUSY)
+                continue
             if line.rstrip(b"\r\n").upper() == b"QUIT":
                 await self.reply(R.BYE)
                 self._shut()
@@ -271,6 +282,7 @@ class SmtpSession(AiosmtpdSMTP):
             try:
                 line = await self._readline()
             except asyncio.LimitOverrunError as e:
+                self._pending.clear()  # the line's start, left over from the DATA read
                 await self._discard_long_line(e.consumed)
                 await self.error(R.LINE_TOO_LONG)
                 continue
@@ -317,6 +329,9 @@ class SmtpSession(AiosmtpdSMTP):
                 self._shut()
 
     def _cleanup(self, conn: Connection | None) -> None:
+        # The session is over even if its transport never reports connection_lost (a failed
+        # TLS handshake): it must not hold a connection slot or delay a drain.
+        self.rt.sessions.discard(self)
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
         if conn is None:
@@ -590,12 +605,13 @@ class SmtpSession(AiosmtpdSMTP):
             self._record(txn, verdict)
             await self._reject_data(txn, reply)
             return
-        if cfg.limits.bare_newline == "normalize" and self._has_bare_newline(message):
-            message = _normalize_newlines(message)
-        # RFC 5321 4.5.2: remove the leading dot of every line that has one.
+        # RFC 5321 4.5.2: remove the leading dot of every (CRLF-delimited, wire) line that has
+        # one; then normalise bare CR/LF, so new line boundaries never lose a dot.
         if message.startswith(b"."):
             message = message[1:]
         message = message.replace(b"\r\n.", b"\r\n")
+        if cfg.limits.bare_newline == "normalize" and self._has_bare_newline(message):
+            message = _normalize_newlines(message)
         await self._data_stage(conn, txn, message)
 
     async def _read_message(self, limit: int) -> tuple[bytes, int, bool]:
@@ -768,6 +784,8 @@ class SmtpSession(AiosmtpdSMTP):
         except Exception:
             self._close_reason = "tls_failed"
             self._shut()
+            if self._original_transport is not None:
+                self._original_transport.close()
             return
         ssl_obj = self.transport.get_extra_info("ssl_object")
         conn.tls = f"{ssl_obj.version()} {ssl_obj.cipher()[0]}" if ssl_obj else "TLS"

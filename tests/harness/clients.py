@@ -17,13 +17,25 @@ def smtp(
 
 
 class Raw:
-    """A raw socket client for protocol-abuse cases: send bytes, read replies."""
+    """A raw socket client for protocol-abuse cases: send bytes, read replies.
+
+    Every instance is closed at the end of the test (``close_all``, an autouse fixture).
+    """
+
+    opened: list[Raw] = []
 
     def __init__(
         self, port: int, source_ip: str = "127.0.0.1", host: str = "127.0.0.1", timeout: float = 10
     ) -> None:
         self.sock = socket.create_connection((host, port), timeout=timeout, source_address=(source_ip, 0))
         self.buf = b""
+        Raw.opened.append(self)
+
+    @classmethod
+    def close_all(cls) -> None:
+        for c in cls.opened:
+            c.close()
+        cls.opened.clear()
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
