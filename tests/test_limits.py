@@ -307,3 +307,25 @@ def test_max_transactions(sink: Sink, spamgate_factory: Callable[..., Spamgate])
     assert c.cmd("MAIL FROM:<alice@sender.test>") == "421 4.7.0 Too many messages in one session, reconnect"
     assert c.closed()
     assert len(sink.messages) == 2
+
+
+def test_sequence_and_syntax_replies(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """The replies of HARDENING.md's table, exactly."""
+    sg = relay_with(sink, spamgate_factory, {"max_errors": 50})
+    c = raw(sg.port)
+    c.reply()
+    assert c.cmd("MAIL FROM:<a@sender.test>") == "503 5.5.1 Send HELO/EHLO first"
+    assert c.cmd("EHLO client.sender.test").startswith("250")
+    assert c.cmd("RCPT TO:<bob@example.test>") == "503 5.5.1 Need MAIL command first"
+    assert c.cmd("DATA") == "503 5.5.1 Need MAIL command first"
+    assert c.cmd("MAIL FROM:<a@sender.test") == "501 5.1.7 Bad sender address syntax"
+    assert c.cmd("MAIL FROM:<a@sender.test> FOO=1") == "555 5.5.4 Unsupported MAIL/RCPT parameter"
+    assert c.cmd("MAIL FROM:<a@sender.test>").startswith("250")
+    assert c.cmd("MAIL FROM:<a@sender.test>") == "503 5.5.1 Sender already specified"
+    assert c.cmd("DATA") == "503 5.5.1 Need RCPT command first"
+    assert c.cmd("RCPT TO:<bob@example.test") == "501 5.1.3 Bad recipient address syntax"
+    assert c.cmd("AUTH PLAIN AAAA") == "502 5.5.1 AUTH not offered"
+    assert c.cmd("EXPN list") == "502 5.5.1 Command not implemented"
+    assert c.cmd("VRFY bob").startswith("252 2.5.0")
+    assert c.cmd("STARTTLS") == "502 5.5.1 Command not implemented"
+    assert c.cmd("QUIT").startswith("221")

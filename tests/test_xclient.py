@@ -51,3 +51,15 @@ def test_no_xclient_when_disabled_or_not_offered(
         assert c.sendmail("alice@sender.test", ["bob@example.test"], message("xc-none")) == {}
     assert [m.xclient for m in sink.messages] == [{}, {}]
     assert not any(c.upper().startswith("XCLIENT") for c in sink.state.commands)
+
+
+def test_xclient_per_client_on_pooled_session(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """One pooled downstream session serves two clients: each transaction carries its own client."""
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}})
+    for ip in ("127.0.7.2", "127.0.7.3"):
+        with smtp(sg.port, ip) as c:
+            c.ehlo(f"h{ip[-1]}.sender.test")
+            assert c.sendmail("alice@sender.test", ["bob@example.test"], message(f"p{ip}")) == {}
+    assert sink.state.connections == 1
+    assert [m.xclient["ADDR"] for m in sink.messages] == ["127.0.7.2", "127.0.7.3"]
+    assert [m.xclient["HELO"] for m in sink.messages] == ["h2.sender.test", "h3.sender.test"]
