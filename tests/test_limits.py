@@ -329,3 +329,61 @@ def test_sequence_and_syntax_replies(sink: Sink, spamgate_factory: Callable[...,
     assert c.cmd("VRFY bob").startswith("252 2.5.0")
     assert c.cmd("STARTTLS") == "502 5.5.1 Command not implemented"
     assert c.cmd("QUIT").startswith("221")
+
+
+def test_abusive_sessions_free_their_slots(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """After each kind of abusive session ends, its connection slot is free again
+    (max_connections = 1: a normal client gets in after every one)."""
+    sg = relay_with(
+        sink, spamgate_factory, {"max_connections": 1, "idle_timeout": "300ms", "data_timeout": "300ms"}
+    )
+
+    def normal_client_gets_in() -> None:
+        deadline = time.monotonic() + 3
+        while True:
+            c = raw(sg.port, "127.0.30.1")
+            try:
+                first = c.reply()
+                c.cmd("QUIT")
+            except OSError:
+                first = "reset"
+            c.close()
+            if first.startswith("220 ") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert first.startswith("220 "), first
+
+    # An HTTP request.
+    c = raw(sg.port)
+    c.reply()
+    c.send(b"GET / HTTP/1.1\r\n\r\n")
+    assert c.closed()
+    normal_client_gets_in()
+    # A junk flood.
+    c = raw(sg.port)
+    c.reply()
+    c.send(b"\x00\xff junk\r\n" * 100)
+    assert c.closed()
+    normal_client_gets_in()
+    # Idle until the timeout.
+    c = raw(sg.port)
+    c.reply()
+    assert c.closed()
+    normal_client_gets_in()
+    # Stalled in DATA until the data timeout.
+    c = greet(sg.port)
+    c.cmd("MAIL FROM:<alice@sender.test>")
+    c.cmd("RCPT TO:<bob@example.test>")
+    c.cmd("DATA")
+    c.send(b"Subject: stall\r\n")
+    assert c.closed()
+    normal_client_gets_in()
+    # Vanishing mid-DATA.
+    c = greet(sg.port)
+    c.cmd("MAIL FROM:<alice@sender.test>")
+    c.cmd("RCPT TO:<bob@example.test>")
+    c.cmd("DATA")
+    c.send(b"Subject: gone\r\n")
+    c.close()
+    normal_client_gets_in()
+    assert sink.messages == []
