@@ -129,3 +129,38 @@ def test_trusted_proxy_silent_times_out(sink: Sink, spamgate_factory: Callable[.
         assert data in (b"", b"421 4.4.2 Timeout exceeded, closing connection\r\n")
     finally:
         s.close()
+
+
+def test_v2_local_keeps_the_balancer_address(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
+    """A v2 LOCAL header (a balancer's health check) carries no client: the peer is the client."""
+    sg = proxied(sink, spamgate_factory, ["127.0.0.1/32"])
+    c = Raw(sg.port, "127.0.0.1")
+    c.send(V2_SIG + bytes([0x20, 0x00]) + struct.pack("!H", 0))
+    deliver(c, "local")
+    c.close()
+    assert sg.wait_log("transaction")[0]["client_ip"] == "127.0.0.1"
+    assert sink.messages[0].xclient["ADDR"] == "127.0.0.1"
+
+
+def test_per_ip_limit_counts_the_proxied_address(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate]
+) -> None:
+    """Behind a balancer, limits.max_connections_per_ip applies to the real clients."""
+    sg = spamgate_factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "proxy_protocol": {"trusted_networks": ["127.0.0.1/32"], "timeout": "1s"},
+            "limits": {"max_connections_per_ip": 1},
+        }
+    )
+    a = Raw(sg.port, "127.0.0.1")
+    a.send(v1("192.0.2.10"))
+    assert a.reply().startswith("220 ")
+    b = Raw(sg.port, "127.0.0.1")
+    b.send(v1("192.0.2.11"))
+    assert b.reply().startswith("220 ")  # another client behind the same balancer
+    c = Raw(sg.port, "127.0.0.1")
+    c.send(v1("192.0.2.10"))
+    assert c.reply().startswith("421 4.7.0")
+    for x in (a, b, c):
+        x.close()
