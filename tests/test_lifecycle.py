@@ -156,3 +156,28 @@ def test_sighup_reload_and_refused_reload(sink: Sink, spamgate_factory: Callable
         c.ehlo("client.test")
         assert c.sendmail("alice@sender.test", ["bob@new.test"], message("still-running")) == {}
     assert len(sink.messages) == 2
+
+
+def test_reload_does_not_leak_downstream_sessions(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate]
+) -> None:
+    """A client session that spans a reload gives its downstream session back to the old
+    generation's pool, which is closed: the downstream session must be closed (QUIT), not kept."""
+    import signal as _signal
+
+    from tests.harness.clients import Raw
+
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}})
+    c = Raw(sg.port, "127.0.14.1")
+    assert c.reply().startswith("220")
+    assert c.cmd("EHLO client.sender.test").startswith("250")
+    assert c.cmd("MAIL FROM:<alice@sender.test>").startswith("250")
+    assert c.cmd("RSET").startswith("250")
+    sg.signal(_signal.SIGHUP)
+    sg.wait_log("reloaded")
+    assert c.cmd("QUIT").startswith("221")
+    c.close()
+    deadline = time.monotonic() + 3
+    while "QUIT" not in sink.state.commands and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "QUIT" in sink.state.commands

@@ -38,6 +38,7 @@ class DownstreamPool:
         self.idle: list[tuple[float, SmtpDownstream]] = []
         self.opened = 0
         self.reused = 0
+        self.closed = False  # the generation is gone (reload, shutdown): nothing is kept
 
     def acquire(self) -> SmtpDownstream:
         now = time.monotonic()
@@ -55,7 +56,13 @@ class DownstreamPool:
     def release(self, ds: SmtpDownstream) -> None:
         """Give a downstream session back at the end of a client session."""
         cfg = self.cfg
-        if ds.alive and not ds.in_txn and ds.uses < cfg.pool_max_uses and len(self.idle) < cfg.pool_size:
+        if (
+            not self.closed
+            and ds.alive
+            and not ds.in_txn
+            and ds.uses < cfg.pool_max_uses
+            and len(self.idle) < cfg.pool_size
+        ):
             self.idle.append((time.monotonic(), ds))
             return
         close_later(ds)
@@ -72,5 +79,7 @@ class DownstreamPool:
             self.idle = keep
 
     async def close(self) -> None:
+        """Close the idle sessions; sessions still in use are closed when given back."""
+        self.closed = True
         idle, self.idle = self.idle, []
         await asyncio.gather(*(ds.close() for _, ds in idle), return_exceptions=True)
