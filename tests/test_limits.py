@@ -141,7 +141,7 @@ def test_max_errors_then_421_and_close(sink: Sink, spamgate_factory: Callable[..
 
 
 def test_junk_flood_closed_and_others_served(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
-    sg = relay_with(sink, spamgate_factory, {})
+    sg = relay_with(sink, spamgate_factory, {"max_errors": 10})
     c = raw(sg.port, "127.0.3.1")
     assert c.reply().startswith("220 ")
     c.send(b"".join(b"JUNK%d\r\n" % i for i in range(5000)))
@@ -229,7 +229,7 @@ def test_http_request_gets_error_and_close(sink: Sink, spamgate_factory: Callabl
 
 
 def test_binary_garbage_errors_then_421(sink: Sink, spamgate_factory: Callable[..., Spamgate]) -> None:
-    sg = relay_with(sink, spamgate_factory, {})
+    sg = relay_with(sink, spamgate_factory, {"max_errors": 10})
     c = raw(sg.port, "127.0.6.3")
     assert c.reply().startswith("220 ")
     rng = random.Random(7)

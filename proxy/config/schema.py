@@ -77,7 +77,9 @@ class LimitsConfig:
     )
     max_recipients: int = opt(100, "Recipients per message; extra ones get 452 4.5.3.", minimum=1)
     max_errors: int = opt(
-        10, "Errors a client may cause in one session before 421 4.7.0 and close.", minimum=1
+        20,
+        "Errors a client may cause in one session before 421 4.7.0 and close (downstream refusals count).",
+        minimum=1,
     )
     max_transactions: int = opt(
         1000, "Messages per session before 421 4.7.0 (a session is not a pipe).", minimum=1
