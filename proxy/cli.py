@@ -34,6 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from proxy.app import load_policy_rules
     from proxy.listener import serve
     from proxy.observability.logging import setup
+    from proxy.session.runtime import build_tls_context
 
     def reload_config() -> Any:
         return load(args.config, overrides=_overrides(args))
@@ -41,6 +42,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         config = reload_config()
         load_policy_rules(config)
+        build_tls_context(config)
     except (ConfigError, RulesError, OSError) as exc:
         print(f"spamgate: {exc}", file=sys.stderr)
         return 2
@@ -49,11 +51,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from proxy.app import build_generation
+    """Build the whole generation as start would (rules, certificates) and start its checks
+    (list files are read there), so whatever start would refuse is refused here."""
+    import asyncio
+
+    from proxy.app import build_generation, start_generation, stop_generation
+
+    async def start_and_stop() -> None:
+        gen = build_generation(config)
+        try:
+            await start_generation(gen)
+        finally:
+            await stop_generation(gen)
 
     try:
         config = load(args.config)
         gen = build_generation(config)
+        asyncio.run(start_and_stop())
     except (ConfigError, RulesError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -72,8 +72,11 @@ def from_downstream(code: int, message: str) -> Reply:
     return Reply(code, enhanced or default_enhanced(code), "\n".join(lines).rstrip())
 
 
-# Replies spamgate gives on its own, in one place so the QA test can check every one.
+# Replies spamgate gives on its own, in one place so the QA test can check every one
+# (tests/test_replies.py fails when a Reply is built anywhere else in proxy/).
 OK = Reply(250, "2.0.0", "Ok")
+SENDER_OK = Reply(250, "2.1.0", "Sender ok")
+RECIPIENT_OK = Reply(250, "2.1.5", "Recipient ok")
 BYE = Reply(221, "2.0.0", "Bye")
 START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
 READY_TLS = Reply(220, "2.0.0", "Ready to start TLS")
@@ -115,3 +118,26 @@ DOWNSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Downstream server unavailable, try
 DOWNSTREAM_LOST = Reply(451, "4.4.2", "Connection to downstream server lost, try again later")
 DOWNSTREAM_TLS = Reply(451, "4.7.5", "Downstream TLS required but not available, try again later")
 INTERNAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
+DOWNSTREAM_NO_SMTPUTF8 = Reply(553, "5.6.7", "Downstream server does not support SMTPUTF8")
+
+
+def greeting(hostname: str, banner: str) -> Reply:
+    """The 220 greeting (no enhanced code: RFC 2034 does not give the greeting one)."""
+    return Reply(220, "", f"{hostname} {banner}")
+
+
+def helo_ok(hostname: str) -> Reply:
+    return Reply(250, "", hostname)
+
+
+def ehlo_ok(lines: list[str]) -> Reply:
+    """The EHLO reply: our name, then one extension keyword per line."""
+    return Reply(250, "", "\n".join(lines))
+
+
+def local_delivery_failed(reason: str) -> Reply:
+    return Reply(451, "4.3.0", f"Local delivery failed: {reason}")
+
+
+def delivered_to_maildir(unique: str) -> Reply:
+    return Reply(250, "2.0.0", f"Ok: delivered to maildir as {unique}")

@@ -11,6 +11,7 @@ import pytest
 from tests.harness.dns_server import dns_server  # noqa: F401
 from tests.harness.proc import Spamgate
 from tests.harness.sink import Sink
+from tests.harness.tls import pki  # noqa: F401
 
 
 @pytest.fixture

@@ -232,3 +232,21 @@ def test_build_resolver_reuses_for_same_section() -> None:
     c = build_resolver(Config(dns=DnsConfig(nameservers=["127.0.0.1:2"])))
     assert a is b
     assert c is not a
+
+
+async def test_names_c_ares_refuses_are_asked_on_the_wire(dns_server: DnsTestServer) -> None:
+    """Labels with ':', '/' or spaces are legal DNS (SPF macros make them); c-ares refuses them,
+    so the resolver falls back to dnspython on the same server, and the answer is real."""
+    dns_server.add("foo:bar/baz.example.com", "A", "192.0.2.9")
+    dns_server.add("a  b.example.com", "TXT", "spaced")
+    resolver = Resolver(DnsConfig(nameservers=[dns_server.address], timeout=1.0, retries=0))
+    try:
+        got = await resolver.lookup("foo:bar/baz.example.com", "A")
+        assert (got.status, got.records) == ("ok", ("192.0.2.9",))
+        spaced = await resolver.lookup("a  b.example.com", "TXT")
+        assert (spaced.status, spaced.records) == ("ok", ("spaced",))
+        missing = await resolver.lookup("no:such.example.com", "A")
+        assert missing.status == "nxdomain"
+        assert ("foo:bar/baz.example.com", "A") in dns_server.queries
+    finally:
+        await resolver.close()

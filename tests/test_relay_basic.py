@@ -8,12 +8,12 @@ from tests.harness.sink import Sink
 
 
 def _body_after_our_headers(data: bytes) -> bytes:
-    """Strip the headers spamgate prepends (Received and X-Spamgate-*) and nothing else."""
+    """Strip the headers spamgate prepends (Received, our A-R, X-Spamgate-*) and nothing else."""
     lines = data.split(b"\r\n")
     i = 0
     while i < len(lines):
         line = lines[i]
-        if line.startswith((b"Received: from", b"X-Spamgate-")):
+        if line.startswith((b"Received: from", b"Authentication-Results: mx.spamgate.test;", b"X-Spamgate-")):
             i += 1
             while i < len(lines) and lines[i][:1] in (b" ", b"\t"):
                 i += 1

@@ -10,12 +10,17 @@ from proxy.checks.connect.pregreet import Pregreet
 from proxy.checks.connect.rdns import Rdns
 from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
+from proxy.checks.data.arc import Arc
+from proxy.checks.data.auth_results import AuthResults
+from proxy.checks.data.dkim import Dkim
+from proxy.checks.data.dmarc import Dmarc
 from proxy.checks.data.headers import HeaderSanity
 from proxy.checks.helo.dns import HeloDns
 from proxy.checks.helo.syntax import HeloSyntax
 from proxy.checks.mail.rhsbl import Rhsbl
 from proxy.checks.mail.sender_domain import SenderDomain
 from proxy.checks.mail.sender_syntax import SenderSyntax
+from proxy.checks.mail.spf import Spf
 from proxy.checks.rcpt.relay_control import RelayControl
 
 CHECKS: tuple[type[Check], ...] = (
@@ -31,10 +36,15 @@ CHECKS: tuple[type[Check], ...] = (
     SenderSyntax,
     SenderDomain,
     Rhsbl,
+    Spf,
     # rcpt
     RelayControl,
     # data
     HeaderSanity,
+    Dkim,
+    Arc,
+    Dmarc,
+    AuthResults,
 )
 
 # Checks that protect the relay: they cannot be disabled or observed.

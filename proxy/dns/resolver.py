@@ -35,6 +35,12 @@ from typing import Any
 
 import aiodns
 import aiodns.error
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.name
+import dns.rcode
+import dns.resolver
 
 from proxy.config.fields import ConfigError
 from proxy.dns.config import DnsConfig
@@ -101,6 +107,21 @@ def _text(data: bytes) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         return data.decode("latin-1")
+
+
+def _convert_rdata(rdtype: str, rd: Any) -> Any:
+    """A dnspython rdata in the same shape as :func:`_convert` gives for c-ares."""
+    if rdtype in ("A", "AAAA"):
+        return str(rd.address)
+    if rdtype == "MX":
+        return (int(rd.preference), str(rd.exchange).rstrip("."))
+    if rdtype == "TXT":
+        return _text(b"".join(rd.strings))
+    if rdtype in ("PTR", "CNAME", "NS"):
+        return str(rd.target).rstrip(".")
+    if rdtype == "SOA":
+        return (str(rd.mname).rstrip("."), str(rd.rname).rstrip("."), int(rd.minimum))
+    return rd.to_text()
 
 
 def _convert(rdtype: str, data: Any) -> Any:
@@ -272,8 +293,10 @@ class Resolver:
                 return DnsResult("timeout")
             if errno == _ARES_ESERVFAIL:
                 return DnsResult("servfail")
-            if errno == _ARES_EBADNAME:  # no such name can exist: not a temporary error
-                return DnsResult("nxdomain")
+            if errno == _ARES_EBADNAME:
+                # c-ares refuses labels with ':', '/', spaces...: legal in the DNS (SPF macros
+                # expand to them), so ask on the wire with dnspython instead.
+                return await self._query_wire(qname, rdtype)
             return DnsResult("error")
         except Exception:
             return DnsResult("error")
@@ -287,6 +310,53 @@ class Resolver:
             except (AttributeError, TypeError, ValueError):
                 continue
             ttls.append(int(rr.ttl))
+        if not records:
+            return DnsResult("nodata", ttl=self.config.negative_ttl)
+        ttl = min(max(float(min(ttls)), self.config.min_ttl), self.config.max_ttl)
+        return DnsResult("ok", tuple(records), ttl)
+
+    async def _query_wire(self, qname: str, rdtype: str) -> DnsResult:
+        """The same query through dnspython (UDP, TCP on truncation): only for names c-ares
+        refuses to build. A name that cannot be encoded at all is ``nxdomain``."""
+        try:
+            name = dns.name.from_text(qname)
+            query = dns.message.make_query(name, rdtype)
+        except (dns.exception.DNSException, ValueError):
+            return DnsResult("nxdomain")
+        servers = self.nameservers or [
+            parse_nameserver(ns) for ns in dns.resolver.Resolver().nameservers if isinstance(ns, str)
+        ]
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            host = host.strip("[]")
+            for _attempt in range(self.config.retries + 1):
+                try:
+                    response, _tcp = await dns.asyncquery.udp_with_fallback(
+                        query, host, timeout=self.config.timeout, port=int(port)
+                    )
+                except dns.exception.Timeout:
+                    continue
+                except (dns.exception.DNSException, OSError):
+                    break
+                return self._from_message(response, rdtype)
+        return DnsResult("timeout")
+
+    def _from_message(self, response: dns.message.Message, rdtype: str) -> DnsResult:
+        rcode = response.rcode()
+        if rcode == dns.rcode.NXDOMAIN:
+            return DnsResult("nxdomain", ttl=self.config.negative_ttl)
+        if rcode == dns.rcode.SERVFAIL:
+            return DnsResult("servfail")
+        if rcode != dns.rcode.NOERROR:
+            return DnsResult("error")
+        code = _TYPE_CODES[rdtype]
+        records: list[Any] = []
+        ttls: list[int] = []
+        for rrset in response.answer:
+            if rrset.rdtype != code:
+                continue
+            ttls.append(int(rrset.ttl))
+            records += [_convert_rdata(rdtype, rd) for rd in rrset]
         if not records:
             return DnsResult("nodata", ttl=self.config.negative_ttl)
         ttl = min(max(float(min(ttls)), self.config.min_ttl), self.config.max_ttl)

@@ -13,6 +13,7 @@ import socket
 import time
 from pathlib import Path
 
+from proxy import replies
 from proxy.relay.base import ClientIdentity
 from proxy.replies import Reply
 
@@ -55,19 +56,19 @@ class MaildirDownstream:
 
     async def mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
         self.rcpts = []
-        return Reply(250, "2.1.0", "Sender ok")
+        return replies.SENDER_OK
 
     async def rcpt(self, rcpt: str, params: dict[str, str | None]) -> Reply:
         self.rcpts.append(rcpt)
-        return Reply(250, "2.1.5", "Recipient ok")
+        return replies.RECIPIENT_OK
 
     async def data(self, message: bytes) -> Reply:
         rcpts, self.rcpts = self.rcpts, []
         try:
             unique = await asyncio.to_thread(deliver, self.root, rcpts, message)
         except OSError as exc:
-            return Reply(451, "4.3.0", f"Local delivery failed: {exc.strerror or exc}")
-        return Reply(250, "2.0.0", f"Ok: delivered to maildir as {unique}")
+            return replies.local_delivery_failed(str(exc.strerror or exc))
+        return replies.delivered_to_maildir(unique)
 
     async def rset(self) -> None:
         self.rcpts = []

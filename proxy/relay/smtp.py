@@ -9,8 +9,8 @@ downstream advertises their extension (SIZE, BODY=8BITMIME, SMTPUTF8, DSN's RET/
 
 Failure mapping (the client always gets a 4xx, nothing is reported delivered):
 - connect refused / greeting timeout / EHLO failure  -> 451 4.4.1
-- reply timeout, connection lost, 421 mid-session    -> 451 4.4.2 (session marked dead; the
-  next MAIL reconnects)
+- reply timeout, connection lost, 421 at any stage   -> 451 4.4.2 (session marked dead; the
+  next MAIL reconnects; the downstream's 421 text is logged as ``downstream_closing``)
 - TLS required but not offered or handshake failed   -> 451 4.7.5
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import ssl
 
 import aiosmtplib
+import structlog
 from aiosmtplib import SMTPDataError, SMTPException, SMTPResponse, SMTPResponseException
 
 from proxy.config.fields import parse_hostport
@@ -26,6 +27,7 @@ from proxy.config.schema import RelayConfig
 from proxy.relay.base import ClientIdentity
 from proxy.replies import (
     DOWNSTREAM_LOST,
+    DOWNSTREAM_NO_SMTPUTF8,
     DOWNSTREAM_TLS,
     DOWNSTREAM_UNAVAILABLE,
     Reply,
@@ -39,6 +41,8 @@ MAIL_PARAM_EXT = {
     "RET": "dsn",
     "ENVID": "dsn",
 }
+log = structlog.get_logger("spamgate")
+
 RCPT_PARAM_EXT = {"NOTIFY": "dsn", "ORCPT": "dsn"}
 _XTEXT_SAFE = frozenset(range(33, 127)) - {ord("+"), ord("=")}
 
@@ -136,8 +140,9 @@ class SmtpDownstream:
     async def _xclient(self, client: aiosmtplib.SMTP, who: ClientIdentity) -> None:
         if not self.cfg.xclient or "xclient" not in self.caps or self._xclient_sent == who:
             return
+        addr = f"IPV6:{who.addr}" if ":" in who.addr else who.addr  # Postfix XCLIENT_README
         attrs = [
-            f"ADDR={xtext(who.addr)}",
+            f"ADDR={xtext(addr)}",
             f"NAME={xtext(who.name) if who.name else '[UNAVAILABLE]'}",
             f"HELO={xtext(who.helo) if who.helo else '[UNAVAILABLE]'}",
             f"PROTO={who.proto}",
@@ -171,7 +176,7 @@ class SmtpDownstream:
         client = self.client
         assert client is not None
         if params.get("SMTPUTF8", "") is None and "smtputf8" not in self.caps:
-            return Reply(553, "5.6.7", "Downstream server does not support SMTPUTF8")
+            return DOWNSTREAM_NO_SMTPUTF8
         try:
             await self._xclient(client, identity)
             arg = b"FROM:<" + sender.encode("utf-8", "surrogateescape") + b">"
@@ -277,7 +282,14 @@ class SmtpDownstream:
 
 
 def _temporary(code: int, message: str) -> Reply:
-    """A downstream failure must not become a permanent error for the client."""
+    """A downstream failure must not become a permanent error for the client.
+
+    A downstream 421 closes the downstream session, not the client's: the client gets
+    451 4.4.2 (its session goes on; the next MAIL reconnects) and the 421 goes to the log.
+    """
+    if code == 421:
+        log.warning("downstream_closing", reply=str(from_downstream(code, message)))
+        return DOWNSTREAM_LOST
     if 400 <= code < 500:
         return from_downstream(code, message)
     return DOWNSTREAM_LOST

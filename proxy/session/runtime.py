@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from proxy.checks.base import Services
+from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
 from proxy.policy.engine import Policy
 from proxy.relay.base import Downstream
@@ -68,12 +69,21 @@ class Generation:
 
 
 def build_tls_context(config: Config) -> ssl.SSLContext | None:
+    """The inbound STARTTLS context; a bad certificate or key is a ConfigError naming the key."""
     tls = config.tls
     if not tls.cert_file:
+        if tls.key_file:
+            raise ConfigError("tls.cert_file", "key_file is set but cert_file is empty")
         return None
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
+    try:
+        ctx.load_cert_chain(tls.cert_file, tls.key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        key = f" / {tls.key_file}" if tls.key_file else ""
+        raise ConfigError(
+            "tls.cert_file", f"cannot load certificate {tls.cert_file}{key}: {exc}", config.source
+        ) from None
     return ctx
 
 

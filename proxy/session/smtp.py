@@ -192,7 +192,7 @@ class SmtpSession(AiosmtpdSMTP):
         except (asyncio.CancelledError, ConnectionError, asyncio.IncompleteReadError):
             self._close_reason = self._close_reason or "disconnected"
         finally:
-            self._cleanup(conn)
+            self._cleanup(conn or self.conn)  # self.conn: refused at admission, logged too
 
     async def _accept(self) -> Connection | None:
         gen = self.gen
@@ -244,7 +244,7 @@ class SmtpSession(AiosmtpdSMTP):
                 await self.reply(reply)
                 await self._reject_until_quit()
                 return False
-        await self.reply(Reply(220, "", f"{gen.config.server.hostname} {gen.config.server.banner}"))
+        await self.reply(R.greeting(gen.config.server.hostname, gen.config.server.banner))
         if gen.config.relay.connect_at == "connect":
             self.downstream = gen.new_downstream()
             await self.downstream.open()
@@ -381,7 +381,7 @@ class SmtpSession(AiosmtpdSMTP):
                 await self.error(verdict.reply.with_ref(conn.conn_ref))
                 return
         if not esmtp:
-            await self.reply(Reply(250, "", gen.config.server.hostname))
+            await self.reply(R.helo_ok(gen.config.server.hostname))
             return
         lines = [
             gen.config.server.hostname,
@@ -396,7 +396,7 @@ class SmtpSession(AiosmtpdSMTP):
             lines.append("STARTTLS")
         if gen.config.smtp.advertise_dsn:
             lines.append("DSN")
-        await self.reply(Reply(250, "", "\n".join(lines)))
+        await self.reply(R.ehlo_ok(lines))
 
     # -- MAIL -------------------------------------------------------------------------------
 
@@ -671,8 +671,9 @@ class SmtpSession(AiosmtpdSMTP):
         reply = await self.downstream.data(final)
         txn.stage_ms["downstream_data"] = (time.monotonic() - t0) * 1000
         if reply in (R.DOWNSTREAM_LOST, R.DOWNSTREAM_UNAVAILABLE):
-            reply = reply.with_ref(txn.ref)
-        txn.downstream_reply = reply
+            reply = reply.with_ref(txn.ref)  # ours: the downstream gave no reply
+        else:
+            txn.downstream_reply = reply
         self._finish(txn, reply, "data")
         if reply.is_positive:
             conn.errors = 0

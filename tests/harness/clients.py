@@ -64,6 +64,12 @@ class Raw:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> Raw:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def swaks(port: int, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("swaks")

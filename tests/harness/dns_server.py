@@ -34,6 +34,11 @@ from dnslib import AAAA, CNAME, MX, NS, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
 _RDATA: dict[str, Any] = {"A": A, "AAAA": AAAA, "PTR": PTR, "CNAME": CNAME, "NS": NS}
 
 
+def wire_name(qname: Any) -> str:
+    """The query name as its raw labels (dnslib's str() escapes spaces as \\032)."""
+    return ".".join(bytes(label).decode("latin-1") for label in qname.label).lower()
+
+
 def _norm(name: str) -> str:
     return name.rstrip(".").lower()
 
@@ -118,7 +123,7 @@ class DnsTestServer:
         except Exception:
             return None
         q = request.q
-        qname = _norm(str(q.qname))
+        qname = wire_name(q.qname)
         qtype = QTYPE.get(q.qtype, str(q.qtype))
         with self._lock:
             self.queries.append((qname, qtype))

@@ -10,6 +10,13 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``data_reply``: a reply to give at the end of DATA instead of 250 (e.g. "451 4.3.0 ...")
 - ``drop_in_data``: close the connection after 354 once some data arrived
 - ``delay``: seconds to wait before every reply (slow server)
+- ``delays``: per stage seconds to wait before that stage's reply (``{"dot": 3.0}``: slow DATA end)
+- ``fail_at``: per stage reply given instead of the normal one; a 421 also closes the session.
+  Stages: ``greeting``, ``ehlo``, ``mail``, ``rcpt``, ``data`` (the DATA command), ``dot``
+  (end of data), ``rset``
+- ``fault``: a callable ``(stage) -> reply | "drop" | "sleep <s>" | None`` asked at every stage
+  (random faults); "drop" aborts the connection, "sleep <s>" delays the normal reply
+- ``lenient_dot``: also end DATA at a "." line ended by a bare LF (a smuggling-prone downstream)
 - ``stop()``/``start()``: the server is down / up again
 """
 
@@ -19,6 +26,7 @@ import asyncio
 import contextlib
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +53,10 @@ class SinkState:
     data_reply: str = ""
     drop_in_data: bool = False
     delay: float = 0.0
+    delays: dict[str, float] = field(default_factory=dict)
+    fail_at: dict[str, str] = field(default_factory=dict)
+    fault: Callable[[str], str | None] | None = None
+    lenient_dot: bool = False  # end data at "\n.\n" too, like a smuggling-prone server
     extensions: list[str] = field(
         default_factory=lambda: [
             "PIPELINING",
@@ -79,9 +91,34 @@ class _Session:
         self.w.write(line.encode("utf-8", "surrogateescape") + b"\r\n")
         await self.w.drain()
 
+    async def fault(self, stage: str) -> bool:
+        """Apply the stage's configured fault; True when it replied (or dropped) instead."""
+        st = self.sink.state
+        wait = st.delays.get(stage)
+        if wait:
+            await asyncio.sleep(wait)
+        reply = st.fail_at.get(stage)
+        if reply is None and st.fault is not None:
+            reply = st.fault(stage)
+        if reply is not None and reply.startswith("sleep "):
+            await asyncio.sleep(float(reply[6:]))
+            return False
+        if reply is None:
+            return False
+        if reply == "drop":
+            self.w.transport.abort()
+            raise ConnectionResetError("sink dropped the connection")
+        await self.send(reply)
+        if reply.startswith("421"):
+            self.w.close()
+            raise ConnectionResetError("sink closed with 421")
+        return True
+
     async def run(self) -> None:
         st = self.sink.state
         st.connections += 1
+        if await self.fault("greeting"):
+            return
         await self.send("220 sink.test ESMTP sink")
         while True:
             line = await self.r.readline()
@@ -91,6 +128,11 @@ class _Session:
             st.commands.append(text)
             verb, _, arg = text.partition(" ")
             verb = verb.upper()
+            stage = {"EHLO": "ehlo", "HELO": "ehlo"}.get(verb, verb.lower())
+            if stage in ("ehlo", "mail", "rcpt", "data", "rset") and await self.fault(stage):
+                if stage == "mail":
+                    self.reset()
+                continue
             if verb == "EHLO":
                 self.helo = arg
                 self.reset()
@@ -138,6 +180,9 @@ class _Session:
                 data = await self._read_data()
                 if data is None:
                     return
+                if await self.fault("dot"):
+                    self.reset()
+                    continue
                 if st.data_reply:
                     await self.send(st.data_reply)
                 else:
@@ -175,7 +220,7 @@ class _Session:
             if self.sink.state.drop_in_data and chunks:
                 self.w.transport.abort()
                 return None
-            if line == b".\r\n":
+            if line == b".\r\n" or (self.sink.state.lenient_dot and line.rstrip(b"\r\n") == b"."):
                 return b"".join(chunks)
             if line.startswith(b"."):
                 line = line[1:]

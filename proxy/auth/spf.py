@@ -1,0 +1,103 @@
+"""SPF (RFC 7208) evaluation with pyspf, its DNS served by a caller-supplied lookup function.
+
+Contract:
+- :func:`evaluate` is synchronous (pyspf is): run it in the bounded thread pool. It never
+  raises; any pyspf crash (sdgathman/pyspf#39) is a ``permerror`` for malformed data or a
+  ``temperror`` otherwise.
+- DNS goes through ``lookup(name, rdtype) -> DnsResult`` (normally
+  ``Resolver.lookup_blocking``), so ``[dns] nameservers`` drives SPF like every other check.
+  A failed lookup (timeout, SERVFAIL) is pyspf's ``TempError`` -> ``temperror``; NXDOMAIN and
+  NODATA are empty answers.
+- pyspf calls the module global ``spf.DNSLookup``; :func:`evaluate` installs a dispatcher once
+  and hands it the caller's lookup through a thread-local, so concurrent evaluations with
+  different resolvers (tests) do not mix.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import spf
+
+from proxy.dns.resolver import DnsResult
+
+Lookup = Callable[[str, str], DnsResult]
+
+RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
+_local = threading.local()
+_installed = False
+_install_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class SpfResult:
+    result: str  # one of RESULTS
+    domain: str  # the domain whose policy was checked (MAIL FROM domain or HELO name)
+    identity: str  # "mailfrom" or "helo"
+    explanation: str = ""
+
+
+def _dispatch(name: str, qtype: str, strict: Any = True, timeout: Any = None) -> list[Any]:
+    lookup: Lookup | None = getattr(_local, "lookup", None)
+    if lookup is None:
+        raise spf.TempError("DNS: no resolver bound to this thread")
+    if qtype not in ("A", "AAAA", "MX", "PTR", "TXT", "CNAME"):
+        return []  # type SPF (99) is obsolete (RFC 7208 3.1); never asked in strict=True mode
+    res = lookup(name, qtype)
+    if res.failed:
+        raise spf.TempError(f"DNS {res.status} {name} {qtype}")
+    out: list[Any] = []
+    for rec in res.records:
+        if qtype == "TXT":
+            value: Any = (rec.encode("utf-8", "surrogateescape"),)
+        else:
+            value = rec
+        out.append(((name, qtype), value))
+    return out
+
+
+def _install() -> None:
+    global _installed
+    with _install_lock:
+        if not _installed:
+            spf.DNSLookup = _dispatch
+            _installed = True
+
+
+def evaluate(
+    ip: str,
+    mail_from: str,
+    helo: str,
+    lookup: Lookup,
+    *,
+    identity: str = "mailfrom",
+    querytime: float = 20.0,
+    receiver: str = "",
+) -> SpfResult:
+    """Evaluate the SPF policy of the MAIL FROM domain (``identity="mailfrom"``) or, for the
+    null sender or on request, of the HELO name (``identity="helo"``)."""
+    _install()
+    if identity == "helo" or not mail_from:
+        identity, sender = "helo", f"postmaster@{helo}"
+    else:
+        sender = mail_from
+    domain = sender.rpartition("@")[2].lower().rstrip(".")
+    _local.lookup = lookup
+    try:
+        q = spf.query(i=ip, s=sender, h=helo, receiver=receiver or None, querytime=querytime)
+        result, _code, expl = q.check()
+    except spf.TempError as exc:
+        return SpfResult("temperror", domain, identity, str(exc))
+    except (IndexError, ValueError, UnicodeError) as exc:
+        return SpfResult("permerror", domain, identity, repr(exc))
+    except Exception as exc:  # pyspf is old; never let it take the check down
+        return SpfResult("temperror", domain, identity, repr(exc))
+    finally:
+        _local.lookup = None
+    result = str(result).lower()
+    if result not in RESULTS:
+        result = "permerror" if result == "ambiguous" else "neutral"
+    return SpfResult(result, domain, identity, str(expl or ""))
