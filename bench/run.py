@@ -7,8 +7,9 @@ TCP mode (a byte proxy: the physical limit of a proxy), and through spamgate, in
 Workloads (W1-W3 as in ../shared/bench-peers): w1_single (4 KB, 50 sessions, 1 msg/session),
 w1_multi (4 KB, 50 sessions, many msgs/session), w2_churn (tiny message per session), w3_large
 (1 MiB, 10 sessions); W4 connection-stage rejection flood (a Python client from the blocklisted
-127.0.99.0/24: banner 554, QUIT); W5 = w1_single through spamgate_dns: every DNS check on
-(dnsbl, rdns, helo_dns, sender_domain, rhsbl) against tests/harness/dns_server.py in this
+127.0.99.0/24: banner 554, QUIT); W5 = w1_single through spamgate_dns: every check on
+(dnsbl, rdns, helo_dns, sender_domain, rhsbl, spf, dkim, arc, dmarc, Authentication-Results)
+against tests/harness/dns_server.py in this
 process (answers cached by spamgate's resolver after the first session, as for a repeat
 sender); W6 idle connections (RSS per connection).
 Plus per-message latency (sequential client, one session) through each peer vs direct.
@@ -166,6 +167,8 @@ def start_dns() -> Any:
     dns.add("bench.test", "A", "127.0.0.1")  # HELO bench.test resolves to the client
     dns.add("1.0.0.127.in-addr.arpa", "PTR", "bench.test.")  # forward-confirmed rDNS
     dns.add("2.0.0.127.bl.bench.test", "A", "127.0.0.2")  # the DNSBL health probe
+    dns.add("bench.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    dns.add("_dmarc.bench.test", "TXT", "v=DMARC1; p=none")
     return dns
 
 
@@ -176,7 +179,18 @@ def dns_env(dns: Any) -> dict[str, str]:
         "SPAMGATE__CHECKS__DNSBL__ZONES": '["bl.bench.test*3"]',
         "SPAMGATE__CHECKS__RHSBL__ZONES": '["dbl.bench.test*3"]',
     }
-    for check in ("DNSBL", "RDNS", "HELO_DNS", "SENDER_DOMAIN", "RHSBL"):
+    for check in (
+        "DNSBL",
+        "RDNS",
+        "HELO_DNS",
+        "SENDER_DOMAIN",
+        "RHSBL",
+        "SPF",
+        "DKIM",
+        "ARC",
+        "DMARC",
+        "AUTH_RESULTS",
+    ):
         env[f"SPAMGATE__CHECKS__{check}__ENABLED"] = "true"
     return env
 
@@ -474,7 +488,7 @@ def summarize(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         rate, cpu = med([r["rate"] for r in w5]), med([r["cpu_ms_per_msg"] for r in w5])
         out += [
             "",
-            "| W5: w1_single, all DNS checks on | msgs/s | ratio to W1 spamgate (same round) "
+            "| W5: w1_single, all checks on | msgs/s | ratio to W1 spamgate (same round) "
             "| CPU ms/msg | all ok |",
             "|---|---|---|---|---|",
             f"| spamgate_dns | {rate:,.0f} | {med(ratios):.3f} | {cpu:.3f} | {all(r['ok'] for r in w5)} |",
