@@ -7,8 +7,11 @@ TCP mode (a byte proxy: the physical limit of a proxy), and through spamgate, in
 Workloads (W1-W3 as in ../shared/bench-peers): w1_single (4 KB, 50 sessions, 1 msg/session),
 w1_multi (4 KB, 50 sessions, many msgs/session), w2_churn (tiny message per session), w3_large
 (1 MiB, 10 sessions); W4 connection-stage rejection flood (a Python client from the blocklisted
-127.0.99.0/24: banner 554, QUIT); W5 all checks against a local DNS server (pending until
-tests/harness/dns_server.py lands on main); W6 idle connections (RSS per connection).
+127.0.99.0/24: banner 554, QUIT); W5 = w1_single through spamgate_dns: every check on
+(dnsbl, rdns, helo_dns, sender_domain, rhsbl, spf, dkim, arc, dmarc, Authentication-Results)
+against tests/harness/dns_server.py in this
+process (answers cached by spamgate's resolver after the first session, as for a repeat
+sender); W6 idle connections (RSS per connection).
 Plus per-message latency (sequential client, one session) through each peer vs direct.
 
 Each round runs every workload on every peer in turn; figures are medians over rounds and
@@ -41,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "bench" / "spamgate-bench.toml"
 SPAMGATE = ROOT / ".venv" / "bin" / "spamgate"
 HZ = os.sysconf("SC_CLK_TCK")
-PORTS = {"sink": 20600, "haproxy": 20601, "spamgate": 20602, "spamgate_metrics": 20603}
+PORTS = {"sink": 20600, "haproxy": 20601, "spamgate": 20602, "spamgate_metrics": 20603, "spamgate_dns": 20605}
 ADMIN_PORT = 20604
 FLOOD_NET = "127.0.99"  # blocklisted in bench/spamgate-bench.toml
 # HAProxy needs two descriptors per relayed connection; containers often cap RLIMIT_NOFILE at
@@ -154,7 +157,45 @@ def port_free(port: int) -> bool:
     return True
 
 
-def start_all(rundir: Path, idle_conns: int, procs: dict[str, Proc]) -> None:
+def start_dns() -> Any:
+    """The local authoritative DNS server of W5 with the zone smtp-source's traffic needs."""
+    sys.path.insert(0, str(ROOT))
+    from tests.harness.dns_server import DnsTestServer
+
+    dns = DnsTestServer().start()
+    dns.add("bench.test", "MX", "10 bench.test.")
+    dns.add("bench.test", "A", "127.0.0.1")  # HELO bench.test resolves to the client
+    dns.add("1.0.0.127.in-addr.arpa", "PTR", "bench.test.")  # forward-confirmed rDNS
+    dns.add("2.0.0.127.bl.bench.test", "A", "127.0.0.2")  # the DNSBL health probe
+    dns.add("bench.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
+    dns.add("_dmarc.bench.test", "TXT", "v=DMARC1; p=none")
+    return dns
+
+
+def dns_env(dns: Any) -> dict[str, str]:
+    env = {
+        "SPAMGATE__DNS__NAMESERVERS": f'["{dns.address}"]',
+        "SPAMGATE__DNS__TIMEOUT": "1s",
+        "SPAMGATE__CHECKS__DNSBL__ZONES": '["bl.bench.test*3"]',
+        "SPAMGATE__CHECKS__RHSBL__ZONES": '["dbl.bench.test*3"]',
+    }
+    for check in (
+        "DNSBL",
+        "RDNS",
+        "HELO_DNS",
+        "SENDER_DOMAIN",
+        "RHSBL",
+        "SPF",
+        "DKIM",
+        "ARC",
+        "DMARC",
+        "AUTH_RESULTS",
+    ):
+        env[f"SPAMGATE__CHECKS__{check}__ENABLED"] = "true"
+    return env
+
+
+def start_all(rundir: Path, idle_conns: int, procs: dict[str, Proc], dns: Any) -> None:
     """Start the sink and the peers into ``procs`` (the caller stops them, even on failure)."""
     busy = [p for p in [*PORTS.values(), ADMIN_PORT] if not port_free(p)]
     if busy:
@@ -183,17 +224,19 @@ backend sink
     procs["haproxy"] = Proc(
         "haproxy", [sbin("haproxy"), "-db", "-f", str(haproxy_cfg)], rundir / "haproxy.log"
     )
-    for name in ("spamgate", "spamgate_metrics"):
+    for name in ("spamgate", "spamgate_metrics", "spamgate_dns"):
         env = dict(os.environ)
         env.pop("PYTHONPATH", None)
         if name == "spamgate_metrics":
             env["SPAMGATE__METRICS__LISTEN"] = f"127.0.0.1:{ADMIN_PORT}"
+        if name == "spamgate_dns":
+            env.update(dns_env(dns))
         cmd = [
             str(SPAMGATE), "run", "--config", str(CONFIG),
             "--listen", f"127.0.0.1:{PORTS[name]}", "--downstream", f"127.0.0.1:{PORTS['sink']}",
         ]  # fmt: skip
         procs[name] = Proc(name, cmd, rundir / f"{name}.log", env=env)
-    for name in ("haproxy", "spamgate", "spamgate_metrics"):
+    for name in ("haproxy", "spamgate", "spamgate_metrics", "spamgate_dns"):
         wait_banner(PORTS[name])
     time.sleep(1.0)
 
@@ -434,10 +477,22 @@ def summarize(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             out.append(
                 f"| {r['peer']} | {r['conns']} | {before:.1f} | {after:.1f} | {r['kb_per_conn']:.2f} |"
             )
-    out += [
-        "",
-        "W5 (all checks on, DNS from a local server): pending (needs tests/harness/dns_server.py on main).",
-    ]
+    w5 = [r for r in loads if r["peer"] == "spamgate_dns"]
+    if w5:
+        ratios = []
+        for r in w5:
+            w1 = [x for x in loads if x["workload"] == r["workload"] and x["peer"] == "spamgate"]
+            w1 = [x for x in w1 if x["round"] == r["round"]]
+            if w1:
+                ratios.append(r["rate"] / w1[0]["rate"])
+        rate, cpu = med([r["rate"] for r in w5]), med([r["cpu_ms_per_msg"] for r in w5])
+        out += [
+            "",
+            "| W5: w1_single, all checks on | msgs/s | ratio to W1 spamgate (same round) "
+            "| CPU ms/msg | all ok |",
+            "|---|---|---|---|---|",
+            f"| spamgate_dns | {rate:,.0f} | {med(ratios):.3f} | {cpu:.3f} | {all(r['ok'] for r in w5)} |",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -459,7 +514,7 @@ def main() -> int:
     ap.add_argument("--idle-conns", type=int, default=10000)
     ap.add_argument("--flood-conns", type=int, default=20000)
     ap.add_argument("--latency-msgs", type=int, default=1000)
-    ap.add_argument("--only", default="", help="comma-separated workloads (w1_single,...,latency,w4,w6)")
+    ap.add_argument("--only", default="", help="comma-separated workloads (w1_single,...,latency,w4,w5,w6)")
     ap.add_argument("--summarize", metavar="DIR", help="print the summary of a finished run")
     args = ap.parse_args()
     if args.summarize:
@@ -473,6 +528,8 @@ def main() -> int:
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what we started on the way out
     only = set(filter(None, args.only.split(",")))
+    if "w5" in only:  # W5 is compared with W1-single of the same round
+        only.add("w1_single")
 
     def want(name: str) -> bool:
         return not only or name in only
@@ -490,8 +547,9 @@ def main() -> int:
     (rundir / "meta.json").write_text(json.dumps(meta, indent=2))
     runs: list[dict[str, Any]] = []
     procs: dict[str, Proc] = {}
+    dns = start_dns()
     try:
-        start_all(rundir, args.idle_conns, procs)
+        start_all(rundir, args.idle_conns, procs, dns)
         with open(rundir / "runs.jsonl", "w") as jl:
 
             def record(r: dict[str, Any], rnd: int) -> None:
@@ -502,14 +560,16 @@ def main() -> int:
                 print(json.dumps(r), flush=True)
 
             # warm-up: the pools and caches of every peer
-            for peer in ("haproxy", "spamgate", "spamgate_metrics"):
+            for peer in ("haproxy", "spamgate", "spamgate_metrics", "spamgate_dns"):
                 smtp_source(PORTS[peer], ["-s", "20"], 500)
             for rnd in range(args.rounds):
                 for wl in WORKLOADS:
                     if not want(wl):
                         continue
-                    for peer in ("direct", "haproxy", "spamgate", "spamgate_metrics"):
+                    for peer in ("direct", "haproxy", "spamgate", "spamgate_metrics", "spamgate_dns"):
                         if peer == "spamgate_metrics" and wl not in METRICS_WORKLOADS:
+                            continue
+                        if peer == "spamgate_dns" and (wl != "w1_single" or not want("w5")):
                             continue
                         record(run_load(procs, peer, wl, args.quick), rnd)
                 if want("latency"):
@@ -526,6 +586,7 @@ def main() -> int:
     finally:
         for p in procs.values():
             p.stop()
+        dns.close()
     summary = summarize(runs, meta)
     (rundir / "summary.md").write_text(summary)
     print(summary)

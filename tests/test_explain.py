@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness.clients import smtp
-from tests.harness.proc import ROOT, Spamgate, to_toml
+from tests.harness.dns_server import DnsTestServer
+from tests.harness.proc import ROOT, Spamgate, deep_merge, to_toml
 from tests.harness.sink import Sink
 
 CONFIG: dict[str, Any] = {
@@ -148,3 +149,24 @@ def test_ref_finds_a_past_transaction(tmp_path: Path, sink: Sink, spamgate_facto
     r = explain(tmp_path, "--ref", "deadbeef.1", "--log", str(sg.log_path))
     assert r.returncode == 1
     assert "no log line" in r.stderr
+
+
+def test_dns_checks_use_the_configured_resolver(tmp_path: Path, dns_server: DnsTestServer) -> None:
+    """explain resolves through [dns]: a client listed on a DNS list shows RBL_LISTED with the
+    list's answer as evidence, and the DNS server saw the query."""
+    dns_server.add("2.0.0.127.bl.test", "A", "127.0.0.2")  # the list's health probe
+    dns_server.add("9.113.0.203.bl.test", "A", "127.0.0.4")
+    cfg = deep_merge(
+        CONFIG,
+        {
+            "dns": {"nameservers": [dns_server.address], "timeout": "500ms"},
+            "checks": {"dnsbl": {"zones": ["bl.test*4"]}},
+        },
+    )
+    r = explain(tmp_path, *envelope("203.0.113.9"), "--json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    hits = {h["symbol"]: h for h in out["stages"][0]["symbols"]}
+    assert hits["RBL_LISTED"]["score"] == 4
+    assert "bl.test" in hits["RBL_LISTED"]["evidence"]
+    assert dns_server.count("9.113.0.203.bl.test", "A") >= 1
