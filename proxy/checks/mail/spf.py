@@ -18,7 +18,9 @@ pyspf is synchronous: it runs in the bounded thread pool, its DNS through
 
 from __future__ import annotations
 
+import collections
 import ipaddress
+import time
 from dataclasses import dataclass
 
 from proxy.auth.spf import SpfResult, evaluate
@@ -101,6 +103,13 @@ class SpfOptions(BaseOptions):
         kind="duration",
     )
     on_temperror: str = on_temperror_opt()
+    cache_ttl: float = opt(
+        "60s",
+        "How long a result is reused for the same client IP, sender and HELO (a sender's next "
+        "message skips re-evaluation); temperrors are never reused; 0: off.",
+        kind="duration",
+    )
+    cache_size: int = opt(10000, "Results kept for reuse per worker (LRU).", minimum=0)
 
 
 class Spf(Check):
@@ -123,8 +132,31 @@ class Spf(Check):
     def __init__(self, options: SpfOptions, services: Services) -> None:
         super().__init__(options, services)
         self.trusted = [ipaddress.ip_network(n, strict=False) for n in services.config.relay.relay_networks]
+        self._cache: collections.OrderedDict[tuple[str, str, str, str], tuple[float, SpfResult]] = (
+            collections.OrderedDict()
+        )
 
     async def _evaluate(self, ip: str, mail_from: str, helo: str, identity: str) -> SpfResult:
+        """pyspf's verdict, reused for ``cache_ttl``: the same client, sender and HELO give the
+        same result while the DNS answers behind it are cached anyway, and reusing it saves
+        the thread-pool round trip on a repeat sender's every message."""
+        o: SpfOptions = self.options
+        key = (ip, mail_from.lower(), helo.lower(), identity)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None:
+            if hit[0] > now:
+                self._cache.move_to_end(key)
+                return hit[1]
+            del self._cache[key]
+        result = await self._run_pyspf(ip, mail_from, helo, identity)
+        if o.cache_ttl > 0 and o.cache_size > 0 and result.result != "temperror":
+            self._cache[key] = (now + o.cache_ttl, result)
+            while len(self._cache) > o.cache_size:
+                self._cache.popitem(last=False)
+        return result
+
+    async def _run_pyspf(self, ip: str, mail_from: str, helo: str, identity: str) -> SpfResult:
         resolver = self.services.resolver
         run = self.services.run_blocking
         assert run is not None
