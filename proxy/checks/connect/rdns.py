@@ -78,6 +78,19 @@ class Rdns(Check):
         super().__init__(options, services)
         self.patterns = load_patterns(options.dynamic_patterns)
         self.exempt = [ipaddress.ip_network(n, strict=False) for n in options.exempt]
+        self._dynamic_seen: dict[tuple[str, ipaddress.IPv4Address | ipaddress.IPv6Address], str] = {}
+
+    def _dynamic(self, name: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        """``dynamic_match`` remembered per (name, address): the patterns run once per client,
+        not on each of its connections (bounded; a reload builds a new check)."""
+        key = (name, ip)
+        why = self._dynamic_seen.get(key)
+        if why is None:
+            why = dynamic_match(name, ip, self.patterns)
+            if len(self._dynamic_seen) >= 4096:
+                self._dynamic_seen.clear()
+            self._dynamic_seen[key] = why
+        return why
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         conn = ctx.conn
@@ -121,7 +134,7 @@ class Rdns(Check):
         else:
             hits.append(RDNS_NOT_FCRDNS.hit(names[0]))
         shown = confirmed or names[0]
-        why = dynamic_match(shown, ip, self.patterns)
+        why = self._dynamic(shown, ip)
         if why:
             hits.append(RDNS_DYNAMIC.hit(f"{shown}~{why}"))
         return hits
