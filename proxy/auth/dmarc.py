@@ -15,6 +15,7 @@ by the caller with :func:`discover`, which takes an async TXT lookup.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -68,6 +69,7 @@ class DmarcRecord:
 _TAG_RE = re.compile(r"^\s*([A-Za-z]+)\s*=\s*(.*?)\s*$")
 
 
+@functools.lru_cache(maxsize=4096)  # records repeat (one per sending domain); results are immutable
 def parse_record(text: str) -> DmarcRecord | None:
     """A DMARC record, or None when it is not one (RFC 7489 6.6.3: v=DMARC1 must come first).
 
