@@ -10,8 +10,7 @@ stage goes on: a broken check never costs the sender more than its weight.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator, Iterable
-from typing import Any, Generic, TypeVar
+from collections.abc import Iterable
 
 import structlog
 
@@ -20,10 +19,10 @@ from proxy.checks.core_symbols import CHECK_ERROR, STAGE_TIMEOUT
 from proxy.checks.registry import CHECKS
 from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
+from proxy.eager import eager
 from proxy.policy.engine import Hit, Policy
 
 log = structlog.get_logger("spamgate.pipeline")
-T = TypeVar("T")
 
 
 class Pipeline:
@@ -90,16 +89,13 @@ class Pipeline:
         hits: list[Hit] = []
         tasks: dict[asyncio.Future[list[Symbol]], Check] = {}
         for check in checks:
-            coro = check.check(ctx)
-            try:
-                first = coro.send(None)
-            except StopIteration as stop:
-                hits += self._score(check, stop.value)
-                continue
-            except Exception as exc:
-                hits.append(self._error(check, exc))
-                continue
-            tasks[asyncio.ensure_future(_resume(coro, first))] = check
+            fut = eager(check.check(ctx))
+            if not fut.done():
+                tasks[fut] = check
+            elif (failure := fut.exception()) is not None:
+                hits.append(self._error(check, failure))
+            else:
+                hits += self._score(check, fut.result())
         if not tasks:
             return hits
         done, pending = await asyncio.wait(tasks, timeout=self.budget)
@@ -120,39 +116,3 @@ class Pipeline:
     def _error(self, check: Check, exc: BaseException) -> Hit:
         log.error("check_error", check=check.name, error=repr(exc))
         return self.policy.score(CHECK_ERROR.hit(check.name), check.name, observe=False)
-
-
-async def _resume(coro: Coroutine[Any, Any, T], first: Any) -> T:
-    """Finish a coroutine already stepped once (it yielded ``first``, the future it waits on)."""
-    return await _Continue(coro, first)
-
-
-class _Continue(Generic[T]):
-    """Awaitable that hands the driving task the future a half-run coroutine waits on, then
-    relays what the task sends or throws, exactly as ``await`` would have (Python 3.12's eager
-    tasks, by hand)."""
-
-    __slots__ = ("coro", "first")
-
-    def __init__(self, coro: Coroutine[Any, Any, T], first: Any) -> None:
-        self.coro = coro
-        self.first = first
-
-    def __await__(self) -> Generator[Any, Any, T]:
-        coro, yielded = self.coro, self.first
-        while True:
-            try:
-                sent = yield yielded
-            except GeneratorExit:
-                coro.close()
-                raise
-            except BaseException as exc:  # cancellation and errors go into the check
-                try:
-                    yielded = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-            else:
-                try:
-                    yielded = coro.send(sent)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
