@@ -156,3 +156,22 @@ def send_raw(
             return {"ok": True}
     except smtplib.SMTPResponseException as exc:
         return {"error": exc.smtp_code, "reply": exc.smtp_error.decode()}
+
+
+def send_within(port: int, data: bytes, limit: float, **kw: Any) -> dict[str, Any]:
+    """:func:`send_raw`, asserting the whole transaction took less than ``limit`` seconds (a DNS
+    timeout must cost the stage budget, not more)."""
+    import time
+
+    t0 = time.monotonic()
+    result = send_raw(port, data, **kw)
+    assert time.monotonic() - t0 < limit, f"took {time.monotonic() - t0:.2f}s"
+    return result
+
+
+def assert_outcome(result: dict[str, Any], code: int | None) -> None:
+    """Delivered when ``code`` is None, else refused with that code."""
+    if code is None:
+        assert result.get("ok"), result
+    else:
+        assert result.get("error") == code, result
