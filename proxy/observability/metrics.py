@@ -211,15 +211,14 @@ def on_transaction(conn: Connection, txn: Transaction, outcome: str) -> None:
         return
     action = txn.action or "accept"
     m.child(m._txn, m.transactions, (outcome, action)).inc()
-    # Actions by stage: the verdicts spamgate applied (its own replies carry a [ref ...]).
+    # Actions by stage: the verdicts spamgate's policy applied (not the downstream's refusals).
     if "receive" in txn.stage_ms:
         m.child(m._act, m.actions, ("data", action)).inc()
     elif action in ("tempfail", "reject") and not txn.rcpts:
         m.child(m._act, m.actions, ("mail", action)).inc()
     for r in txn.rcpts:
-        rr = r.reply
-        if rr is not None and rr.code >= 400 and "[ref " in rr.text and rr.enhanced not in _DOWNSTREAM_FAULTS:
-            m.child(m._act, m.actions, ("rcpt", "tempfail" if rr.code < 500 else "reject")).inc()
+        if r.refused_by:
+            m.child(m._act, m.actions, ("rcpt", r.refused_by)).inc()
     for h in txn.notes.get("hits", txn.hits):
         m.child(m._sym, m.symbols, h.name).inc()
     if txn.size:

@@ -32,6 +32,7 @@ class Pipeline:
         self.policy = policy
         self.budget = config.policy.stage_timeout
         self.checks: list[Check] = []
+        self.enabled: dict[str, Check] = {}  # by name, for session hooks (pregreet)
         self.inline: dict[Stage, list[Check]] = {s: [] for s in Stage}
         self.concurrent: dict[Stage, list[Check]] = {s: [] for s in Stage}
         self.observe: set[str] = set()
@@ -41,6 +42,7 @@ class Pipeline:
                 continue
             check = cls(opts, services)
             self.checks.append(check)
+            self.enabled[cls.name] = check
             (self.concurrent if getattr(cls, "io", False) else self.inline)[cls.stage].append(check)
             if opts.mode == "observe":
                 self.observe.add(cls.name)

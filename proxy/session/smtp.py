@@ -556,6 +556,7 @@ class SmtpSession(AiosmtpdSMTP):
         self.rcpt_hits[path.address] = hits
         if verdict.action >= Action.TEMPFAIL and verdict.reply is not None:
             result.reply = verdict.reply.with_ref(txn.ref)
+            result.refused_by = verdict.action.label
             if verdict.cause == TOO_MANY_RCPTS.name:
                 await self.reply(result.reply)  # RFC 5321 4.5.3.1.10: not a client error
             else:
@@ -563,7 +564,7 @@ class SmtpSession(AiosmtpdSMTP):
             return
         assert self.downstream is not None
         reply = await self.downstream.rcpt(path.address, path.params)
-        if reply in (R.DOWNSTREAM_LOST,):
+        if reply == R.DOWNSTREAM_LOST:
             reply = reply.with_ref(txn.ref)
         result.reply = reply
         result.accepted = reply.is_positive

@@ -30,6 +30,7 @@ class RcptResult:
     params: dict[str, str | None]
     reply: Reply | None = None
     accepted: bool = False
+    refused_by: str = ""  # "tempfail" / "reject" when spamgate's own policy refused it
 
 
 @dataclass(slots=True, eq=False)

@@ -85,8 +85,8 @@ class Pregreet(Check):
 
 async def before_checks(session: Any, conn: Any) -> None:
     """Session hook: send the ``220-`` teaser and start watching, when the test applies."""
-    check = next((c for c in session.gen.pipeline.checks if isinstance(c, Pregreet)), None)
-    if check is None:
+    check = session.gen.pipeline.enabled.get(Pregreet.name)
+    if not isinstance(check, Pregreet):
         return
     o: PregreetOptions = check.options
     if any(conn.ip in n for n in check.exempt):
