@@ -13,10 +13,10 @@ import ipaddress
 import sys
 import time
 
+from proxy.model import Connection, RcptResult, Transaction
 from proxy.observability import metrics
 from proxy.policy.engine import Hit
 from proxy.replies import Reply
-from proxy.session.state import Connection, RcptResult, Transaction
 
 
 def main() -> int:

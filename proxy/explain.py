@@ -27,10 +27,10 @@ from typing import Any
 
 from proxy.checks.base import CheckContext, Stage
 from proxy.config.schema import Config
+from proxy.model import Connection, Transaction
 from proxy.policy.engine import Action, Hit, Verdict
 from proxy.policy.rules import Rules
 from proxy.replies import Reply
-from proxy.session.state import Connection, Transaction
 
 EXPLAIN_REF = "explain"
 

@@ -23,12 +23,11 @@ from typing import Any
 
 import structlog
 
-from proxy import replies
 from proxy.app import build_generation, start_generation, stop_generation
 from proxy.config.fields import parse_hostport
 from proxy.config.schema import Config
+from proxy.session.protocol import SmtpSession
 from proxy.session.runtime import Runtime
-from proxy.session.smtp import SmtpSession
 
 log = structlog.get_logger("spamgate")
 
@@ -143,14 +142,12 @@ class Server:
         log.info("draining", sessions=len(rt.sessions), timeout_s=timeout)
         for sess in list(rt.sessions):
             if sess.txn is None:
-                sess._close_reason = "shutdown"
-                sess._close_with(replies.SHUTTING_DOWN)
+                sess.shutdown("shutdown")
         deadline = time.monotonic() + timeout
         while rt.sessions and time.monotonic() < deadline:  # noqa: ASYNC110 - sessions end on their own
             await asyncio.sleep(0.05)
         for sess in list(rt.sessions):
-            sess._close_reason = "shutdown_forced"
-            sess._close_with(replies.SHUTTING_DOWN)
+            sess.shutdown("shutdown_forced")
         await asyncio.sleep(0.05)
         await stop_generation(rt.gen)
         if self._watch is not None:

@@ -7,63 +7,10 @@ downstream keep the downstream's code, enhanced code and text, line for line.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-_REPLY_RE = re.compile(r"^([2-5][0-9][0-9])(?:[ -]([245]\.[0-9]{1,3}\.[0-9]{1,3}))?(?:[ -](.*))?$", re.S)
+from proxy.model import Reply, default_enhanced
 
-
-@dataclass(frozen=True, slots=True)
-class Reply:
-    code: int
-    enhanced: str
-    text: str
-
-    @classmethod
-    def parse(cls, line: str) -> Reply:
-        """``"550 5.7.1 Rejected"`` -> Reply. A missing enhanced code is derived from the class."""
-        m = _REPLY_RE.match(line.strip())
-        if not m:
-            raise ValueError(f"not an SMTP reply: {line!r}")
-        code = int(m.group(1))
-        enhanced = m.group(2) or default_enhanced(code)
-        if enhanced[0] != str(code)[0]:
-            raise ValueError(f"enhanced code {enhanced} does not match reply code {code}")
-        return cls(code, enhanced, (m.group(3) or "").strip())
-
-    @property
-    def is_positive(self) -> bool:
-        return self.code < 400
-
-    @property
-    def is_temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    def with_ref(self, ref: str) -> Reply:
-        return Reply(self.code, self.enhanced, f"[ref {ref}] {self.text}" if ref else self.text)
-
-    def with_evidence(self, evidence: str) -> Reply:
-        """A rule's reply text may name ``{evidence}`` (greylisting's "try again in {evidence}s")."""
-        if "{evidence}" not in self.text:
-            return self
-        return Reply(self.code, self.enhanced, self.text.replace("{evidence}", evidence))
-
-    def render(self) -> str:
-        """The reply as written on the wire (without the final CRLF); multi-line aware."""
-        lines = self.text.split("\n") if self.text else [""]
-        out = []
-        last = len(lines) - 1
-        for i, line in enumerate(lines):
-            sep = " " if i == last else "-"
-            body = f"{self.enhanced} {line}".rstrip() if self.enhanced else line
-            out.append(f"{self.code}{sep}{body}")
-        return "\r\n".join(out)
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.enhanced} {self.text}".replace("\n", " / ")
-
-
-def default_enhanced(code: int) -> str:
-    return {2: "2.0.0", 3: "", 4: "4.0.0", 5: "5.0.0"}[code // 100]
+__all__ = ["Reply", "default_enhanced", "from_downstream"]
 
 
 def from_downstream(code: int, message: str) -> Reply:
@@ -126,6 +73,11 @@ DOWNSTREAM_TLS = Reply(451, "4.7.5", "Downstream TLS required but not available,
 INTERNAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 INTERNAL_ERROR_CLOSING = Reply(421, "4.3.0", "Local error in processing, closing connection")
 DOWNSTREAM_NO_SMTPUTF8 = Reply(553, "5.6.7", "Downstream server does not support SMTPUTF8")
+CONTROL_CHARACTERS = Reply(501, "5.5.2", "Syntax error: control characters in command")
+TOO_MANY_JUNK_COMMANDS = Reply(421, "4.7.0", "Too many commands without mail, closing connection")
+INFLIGHT_BUDGET = Reply(451, "4.3.1", "Insufficient system resources, try again later")
+# Failures of the downstream that carry no downstream reply: the client's reply gets our ref.
+OWN_DOWNSTREAM_FAILURES = (DOWNSTREAM_UNAVAILABLE, DOWNSTREAM_LOST, DOWNSTREAM_TLS)
 
 
 def greeting(hostname: str, banner: str) -> Reply:

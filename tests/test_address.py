@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from proxy.session.address import (
+from proxy.smtp.address import (
     PathError,
     is_valid_domain,
     is_valid_mailbox,

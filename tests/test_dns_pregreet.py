@@ -53,7 +53,9 @@ def test_early_talker_scored_and_served(
 def test_early_talker_rejected_under_rule(
     spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer
 ) -> None:
-    """With PREGREET forced to reject, the early talker gets 554 after the 220- line."""
+    """With PREGREET forced to reject, the early talker is refused; the greeting it interrupted
+    ends with the code it began with (RFC 5321 4.2.1: one code per reply), then its commands
+    get the 554 with the reference, QUIT excepted."""
     sg = start_gate(
         spamgate_factory, sink, dns_server, ON, site_rules='[symbols.PREGREET]\naction = "reject"\n'
     )
@@ -61,7 +63,11 @@ def test_early_talker_rejected_under_rule(
     raw.send(b"EHLO bot.sender.test\r\n")
     lines = raw.reply().splitlines()
     assert lines[0].startswith("220-")
-    assert lines[-1].startswith("554 5.7.1")
+    assert all(line.startswith("220") for line in lines), lines
+    assert lines[-1].startswith("220 ")
+    assert raw.reply().startswith("554 5.7.1 [ref ")  # the answer to the early EHLO
+    assert raw.cmd("MAIL FROM:<bot@sender.test>").startswith("554 5.7.1 [ref ")
+    assert raw.cmd("QUIT").startswith("221")
     raw.close()
     assert send(sg, "127.0.0.6").get("ok")  # a patient client still passes
     assert len(sink.messages) == 1

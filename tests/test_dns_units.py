@@ -8,7 +8,7 @@ import ipaddress
 import pytest
 
 from proxy.checks.connect.pass_cache import MemoryPassCache
-from proxy.dns.checkutil import dynamic_match, embeds_address, load_patterns
+from proxy.checks.dnsutil import dynamic_match, embeds_address, load_patterns
 from proxy.dns.lists import parse_item, reversed_ip
 
 

@@ -11,9 +11,9 @@ from proxy.checks.base import Check, CheckContext, Stage, Symbol
 from proxy.checks.connect.static_lists import IP_ALLOWLISTED
 from proxy.checks.core_symbols import CHECK_ERROR
 from proxy.config.loader import from_dict
+from proxy.model import Connection
 from proxy.policy.engine import Policy
 from proxy.session.pipeline import Pipeline
-from proxy.session.state import Connection
 
 
 class Probe(Check):

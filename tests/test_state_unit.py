@@ -12,9 +12,9 @@ from proxy.checks.connect.ratelimit import parse_limit
 from proxy.checks.rcpt.greylist import Greylist
 from proxy.config.fields import ConfigError
 from proxy.config.loader import from_dict
-from proxy.session.state import Connection, Transaction
+from proxy.model import Connection, Transaction
 from proxy.state.memory import MemoryStore
-from proxy.state.symbols import netblock
+from proxy.state.util import netblock
 
 
 def test_parse_limit() -> None:

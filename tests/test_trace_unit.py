@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from proxy.session.state import Connection, RcptResult, Transaction
+from proxy.model import Connection, RcptResult, Transaction
 from proxy.session.trace import add_subject_prefix, received_header, strip_own_auth_results
 
 
@@ -18,6 +18,7 @@ def test_received_header_names_client_helo_ref_and_recipient() -> None:
     )
     txn = Transaction("ab12cd34.1", "a@sender.example", {})
     txn.rcpts.append(RcptResult("bob@example.test", {}, accepted=True))
+    txn.accepted.append("bob@example.test")
     h = received_header(conn, txn, "mx.spamgate.test").decode()
     assert h.startswith("Received: from mx.sender.example (mx.sender.example [IPv6:2001:db8::7])\r\n")
     assert "(using TLSv1.3 X)" in h

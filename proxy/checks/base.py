@@ -18,65 +18,26 @@ Contract:
 
 from __future__ import annotations
 
-import enum
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from proxy.config.schema import Config
-    from proxy.session.state import Connection, Transaction
+from proxy.config.schema import Config
+from proxy.model import Connection, Stage, Symbol, SymbolDef, Transaction
+
+__all__ = [
+    "Check",
+    "CheckContext",
+    "GreetingHook",
+    "Services",
+    "Stage",
+    "Symbol",
+    "SymbolDef",
+    "symbol_index",
+]
 
 T = TypeVar("T")
-
-
-class Stage(enum.IntEnum):
-    """SMTP stages in the order a session meets them."""
-
-    CONNECT = 0
-    HELO = 1
-    MAIL = 2
-    RCPT = 3
-    DATA = 4
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolDef:
-    """A symbol a check can emit. ``score`` is the default; ``rules/`` may override it.
-
-    ``action`` forces a minimum action whenever the symbol fires ("tempfail" or "reject");
-    ``reply`` is the SMTP reply used for it (``"554 5.7.1 Relay access denied"``).
-    ``always_enforced`` symbols (relay control, protocol limits) keep their action even in
-    observe mode: observe mode must never turn spamgate into an open relay.
-    """
-
-    name: str
-    description: str
-    score: float = 0.0
-    remedy: str = ""
-    action: str = ""
-    reply: str = ""
-    always_enforced: bool = False
-
-    def hit(self, evidence: str = "", score: float | None = None) -> Symbol:
-        return Symbol(self.name, evidence, score)
-
-
-@dataclass(frozen=True, slots=True)
-class Symbol:
-    """One fired symbol with its evidence (the "options" of rspamd, the "reason" of Haraka).
-
-    ``score`` is for symbols whose weight is configured per item rather than per symbol (a DNS
-    list's ``zone*weight``); when None, the rules' score for the symbol applies.
-    """
-
-    name: str
-    evidence: str = ""
-    score: float | None = None
 
 
 @dataclass(slots=True)
@@ -113,6 +74,25 @@ class CheckContext:
         return name in self.fired
 
 
+class GreetingHook(Protocol):
+    """What the session offers a connect-stage check before the greeting (pregreet).
+
+    The only way a check touches the client's connection: it never sees the session's reader,
+    writer or buffers.
+    """
+
+    async def send_teaser(self) -> None:
+        """Send the first line of a multi-line greeting (``220-host banner``). The session
+        completes the greeting, with the same code, once the connect stage is decided."""
+        ...
+
+    def watch_early_input(self, delay: float) -> asyncio.Future[tuple[float, bytes] | None]:
+        """Watch the connection for ``delay`` seconds. The result is None when the client was
+        silent, else (seconds until it spoke, what it sent; b"" when it hung up). Whatever
+        it sent is kept and read as its first command."""
+        ...
+
+
 class Check:
     """Base class of all checks. Subclasses set the class attributes and implement ``check``.
 
@@ -133,6 +113,10 @@ class Check:
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    async def before_greeting(self, conn: Connection, hook: GreetingHook) -> None:
+        """Connect-stage checks only: called before the connect checks run, while the greeting
+        is not yet sent (pregreet's teaser). The default does nothing."""
 
     async def start(self) -> None:
         """Called once when the server starts (load files, start probes)."""

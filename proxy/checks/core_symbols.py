@@ -6,7 +6,7 @@ replies can be changed in ``rules/`` like any other (within ``always_enforced``)
 
 from __future__ import annotations
 
-from proxy.checks.base import SymbolDef
+from proxy.model import SymbolDef
 
 CHECK_ERROR = SymbolDef(
     "CHECK_ERROR",
@@ -45,6 +45,24 @@ LINE_TOO_LONG = SymbolDef(
     always_enforced=True,
     remedy="Encode long lines (quoted-printable or base64), as RFC 5322 2.1.1 requires.",
 )
+NUL_IN_DATA = SymbolDef(
+    "NUL_IN_DATA",
+    "The message contains NUL bytes (a downstream that drops them could read a smuggled end of data).",
+    score=0.0,
+    action="reject",
+    reply="554 5.6.0 Message contains NUL characters",
+    always_enforced=True,
+    remedy="Encode binary content (base64); SMTP text may not contain NUL (RFC 5321 4.5.2).",
+)
+HEADER_TOO_LARGE = SymbolDef(
+    "HEADER_TOO_LARGE",
+    "The message's header block is larger than limits.max_header_size.",
+    score=0.0,
+    action="reject",
+    reply="552 5.3.4 Message header size exceeds limit",
+    always_enforced=True,
+    remedy="Send fewer or shorter header fields.",
+)
 TOO_MANY_RCPTS = SymbolDef(
     "TOO_MANY_RCPTS",
     "More recipients than limits.max_recipients in one message; the extra ones are deferred.",
@@ -61,5 +79,7 @@ CORE_SYMBOLS = (
     SIZE_EXCEEDED,
     BARE_NEWLINE,
     LINE_TOO_LONG,
+    NUL_IN_DATA,
+    HEADER_TOO_LARGE,
     TOO_MANY_RCPTS,
 )

@@ -76,6 +76,17 @@ class LimitsConfig:
         "25M", "Largest message accepted, advertised in SIZE; bigger gets 552 5.3.4.", kind="size"
     )
     max_recipients: int = opt(100, "Recipients per message; extra ones get 452 4.5.3.", minimum=1)
+    recipient_overshoot: int = opt(
+        100,
+        "Recipients past max_recipients answered 452 before each further one counts as an error "
+        "(Postfix's smtpd_recipient_overshoot_limit).",
+        minimum=0,
+    )
+    max_junk_commands: int = opt(
+        100,
+        "NOOP/RSET/VRFY/HELP/EHLO commands allowed between two MAILs; past it each one counts as an error.",
+        minimum=1,
+    )
     max_errors: int = opt(
         20,
         "Errors a client may cause in one session before 421 4.7.0 and close (downstream refusals count).",
@@ -90,13 +101,22 @@ class LimitsConfig:
     text_line_length: int = opt(
         1000, "Longest message line in octets including CRLF (RFC 5321 4.5.3.1.6).", minimum=78
     )
+    max_header_size: int = opt(
+        "256K", "Largest header block of a message; bigger gets 552 5.3.4.", kind="size"
+    )
+    inflight_bytes: int = opt(
+        "512M",
+        "Message bytes one worker holds at once, over all its sessions; past it DATA gets 451 4.3.1.",
+        kind="size",
+    )
     idle_timeout: float = opt("300s", "Time a client may take to send its next command.", kind="duration")
     data_timeout: float = opt(
         "600s", "Time a client may take to send a whole message after 354.", kind="duration"
     )
     bare_newline: str = opt(
         "reject",
-        "A message with a bare LF or bare CR: 'reject' (554 5.5.2) or 'normalize' to CRLF.",
+        "A message with a bare LF or bare CR or a NUL: 'reject' (554 5.5.2; NUL: 554 5.6.0) or "
+        "'normalize' (bare CR/LF become CRLF, NULs are removed).",
         choices=("reject", "normalize"),
     )
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from proxy.session.state import Connection, Transaction
+    from proxy.model import Connection, Transaction
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _SIZE_BUCKETS = (1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)

@@ -12,56 +12,12 @@ scored and logged but only count toward ``would_be``; the enforced ``action`` ig
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from proxy.checks.base import Stage, Symbol
+from proxy.model import ACCEPT, Action, Hit, Reply, Stage, Symbol, Verdict
 from proxy.policy.rules import Rules, SymbolRule
-from proxy.replies import Reply
 
-
-class Action(enum.IntEnum):
-    ACCEPT = 0
-    TAG = 1
-    TEMPFAIL = 2
-    REJECT = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Action:
-        return cls[text.upper()]
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """A fired symbol with the score the rules give it."""
-
-    name: str
-    evidence: str
-    score: float
-    check: str
-    observe: bool = False
-
-    def render(self) -> str:
-        ev = f"{{{self.evidence}}}" if self.evidence else ""
-        flag = "~" if self.observe else ""
-        return f"{flag}{self.name}({self.score:g}){ev}"
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    action: Action
-    would_be: Action
-    score: float
-    cause: str  # the symbol that forced the action, or "score"
-    reply: Reply | None  # the reply for tempfail/reject (without the ref)
-
-
-ACCEPT = Verdict(Action.ACCEPT, Action.ACCEPT, 0.0, "", None)
+__all__ = ["ACCEPT", "Action", "Hit", "Policy", "Verdict"]
 
 
 class Policy:

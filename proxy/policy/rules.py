@@ -31,15 +31,11 @@ import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from proxy.replies import Reply
-
-if TYPE_CHECKING:
-    from proxy.checks.base import Stage, SymbolDef
-    from proxy.policy.engine import Action
+from proxy.model import Action, Reply, Stage, SymbolDef
 
 ACTIONS = ("", "accept", "tag", "tempfail", "reject")
 REPLY_KEYS = ("reject", "tempfail", "reject_connect", "tempfail_connect")
@@ -74,7 +70,6 @@ class Rules:
     sources: tuple[str, ...] = ()
 
     def threshold_action(self, score: float) -> Action:
-        from proxy.policy.engine import Action
 
         if self.reject and score >= self.reject:
             return Action.REJECT

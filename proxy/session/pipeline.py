@@ -14,12 +14,13 @@ from collections.abc import Iterable
 
 import structlog
 
-from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol
+from proxy.checks.base import Check, CheckContext, GreetingHook, Services, Stage, Symbol
 from proxy.checks.core_symbols import CHECK_ERROR, STAGE_TIMEOUT
 from proxy.checks.registry import CHECKS
 from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
 from proxy.eager import eager
+from proxy.model import Connection
 from proxy.policy.engine import Hit, Policy
 
 log = structlog.get_logger("spamgate.pipeline")
@@ -36,6 +37,7 @@ class Pipeline:
         self.inline: dict[Stage, list[Check]] = {s: [] for s in Stage}
         self.concurrent: dict[Stage, list[Check]] = {s: [] for s in Stage}
         self.observe: set[str] = set()
+        self.greeting_hooks: list[Check] = []  # connect checks that act before the greeting
         for cls in CHECKS:
             opts = config.checks[cls.name]
             if not opts.enabled:
@@ -46,6 +48,8 @@ class Pipeline:
             (self.concurrent if getattr(cls, "io", False) else self.inline)[cls.stage].append(check)
             if opts.mode == "observe":
                 self.observe.add(cls.name)
+            if cls.stage == Stage.CONNECT and cls.before_greeting is not Check.before_greeting:
+                self.greeting_hooks.append(check)
 
     async def start(self) -> None:
         """Start every check (list files, resolvers...); a failure names the check's section."""
@@ -63,6 +67,11 @@ class Pipeline:
                 await c.stop()
             except Exception:
                 log.exception("check_stop_failed", check=c.name)
+
+    async def before_greeting(self, conn: Connection, hook: GreetingHook) -> None:
+        """Give the connect checks that ask for it their turn before the greeting."""
+        for check in self.greeting_hooks:
+            await check.before_greeting(conn, hook)
 
     def has_stage(self, stage: Stage) -> bool:
         return bool(self.inline[stage] or self.concurrent[stage])

@@ -11,20 +11,18 @@ import asyncio
 import ipaddress
 import ssl
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from proxy.checks.base import Services
 from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
+from proxy.model import Transaction
 from proxy.policy.engine import Policy
 from proxy.relay.base import Downstream
 from proxy.relay.maildir import MaildirDownstream
 from proxy.relay.pool import DownstreamPool
 from proxy.relay.smtp import SmtpDownstream
 from proxy.session.pipeline import Pipeline
-
-if TYPE_CHECKING:
-    from proxy.session.smtp import SmtpSession
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 _closing: set[asyncio.Task[Any]] = set()
@@ -87,12 +85,22 @@ def build_tls_context(config: Config) -> ssl.SSLContext | None:
     return ctx
 
 
+class Session(Protocol):
+    """What the worker needs of a live client session (drain, counts)."""
+
+    @property
+    def txn(self) -> Transaction | None: ...
+
+    def shutdown(self, reason: str) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class Runtime:
     gen: Generation
-    sessions: set[SmtpSession] = field(default_factory=set)
+    sessions: set[Session] = field(default_factory=set)
     per_ip: dict[str, int] = field(default_factory=dict)
     draining: bool = False
+    inflight: int = 0  # message bytes held by this worker's sessions (limits.inflight_bytes)
 
     def admit(self, ip: str) -> str:
         """Count a new connection; '' if admitted, else why not ('total' or 'ip')."""

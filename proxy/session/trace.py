@@ -5,7 +5,13 @@
   recipient when there is only one.
 - Incoming ``Authentication-Results`` headers that claim our authserv-id are removed (RFC 8601
   section 5): only we may speak in our name.
-- The verdict headers (symbols, score; the tag header) configured in ``[policy]``.
+- The verdict headers (symbols, score; the tag header) configured in ``[policy]``. Copies of
+  them that the client sent are removed first: only we may speak in our name there too.
+
+Every value we write is sanitised (control characters become spaces, so nothing a client
+sent can end a header line or start a new field) and folded at white space so that no line
+is longer than 78 octets where a space allows it, and none longer than 998 octets ever
+(RFC 5322 2.1.1).
 """
 
 from __future__ import annotations
@@ -13,9 +19,13 @@ from __future__ import annotations
 import re
 from email.utils import formatdate
 
-from proxy.session.state import Connection, Transaction
+from proxy.model import Connection, Transaction
 
 _UNFOLD_END = re.compile(rb"\r\n(?![ \t])")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_PRODUCER_FOLD = re.compile(r"\r\n(?=[ \t])")
+SOFT_LINE = 78
+HARD_LINE = 998
 
 
 def protocol_name(conn: Connection, txn: Transaction) -> str:
@@ -30,8 +40,8 @@ def protocol_name(conn: Connection, txn: Transaction) -> str:
 def received_header(conn: Connection, txn: Transaction, hostname: str) -> bytes:
     ip = conn.ip_str
     literal = f"IPv6:{ip}" if conn.ip.version == 6 else ip
-    name = conn.reverse_name or "unknown"
-    helo = conn.helo or "unknown"
+    name = sanitize(conn.reverse_name or "unknown").replace(" ", "")
+    helo = sanitize(conn.helo or "unknown").replace(" ", "")[:255]
     tls = f"\r\n\t(using {conn.tls})" if conn.tls else ""
     rcpts = txn.accepted_rcpts
     for_clause = f"\r\n\tfor <{rcpts[0]}>" if len(rcpts) == 1 else ""
@@ -83,8 +93,62 @@ def _split_fields(head: bytes) -> list[bytes]:
     return fields
 
 
+def sanitize(value: str) -> str:
+    """Control characters (CR and LF included) become spaces; a tab stays."""
+    return _CONTROL.sub(" ", value)
+
+
+def fold(name: str, value: str) -> str:
+    """``Name: value`` folded at white space (RFC 5322 2.2.3): lines of at most 78 octets
+    where the words allow it; a word too long for a line is cut so that no line exceeds 998.
+    A fold the value already has (CRLF then a space or tab) is kept."""
+    head = f"{name}:"
+    lines: list[str] = []
+    for n, segment in enumerate(_PRODUCER_FOLD.split(value)):
+        line = head if n == 0 else ""
+        start = len(line)
+        for word in sanitize(segment).split():
+            limit = HARD_LINE - 8 - len(head)
+            if not word.isascii():
+                limit //= 4  # at most four octets a character in UTF-8
+            for i in range(0, len(word), limit):
+                piece = word[i : i + limit]
+                if len(line) > start and len(line) + 1 + len(piece) > SOFT_LINE:
+                    lines.append(line)
+                    line, start = "", 0
+                line += (" " if n == 0 or len(line) > start else "\t") + piece
+        if line or n == 0:
+            lines.append(line)
+    return "\r\n".join(lines)
+
+
 def header(name: str, value: str) -> bytes:
-    return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+    """One header field we write: the value sanitised and folded, CRLF-terminated."""
+    return (fold(name, value) + "\r\n").encode("utf-8", "surrogateescape")
+
+
+def strip_fields(message: bytes, names: tuple[str, ...] | list[str], prefixes: tuple[str, ...] = ()) -> bytes:
+    """Remove every header field named in ``names`` or starting with one of ``prefixes``
+    (case-insensitive), with its continuation lines. The body is untouched."""
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[: end + 2]
+    lower = head.lower()
+    wanted = [n.lower().encode() for n in names if n]
+    starts = [p.lower().encode() for p in prefixes if p]
+    if not any(w in lower for w in wanted + starts):
+        return message
+    out: list[bytes] = []
+    removed = False
+    for field in _split_fields(head):
+        name = field.split(b":", 1)[0].strip().lower() if b":" in field else b""
+        if name and (name in wanted or any(name.startswith(p) for p in starts)):
+            removed = True
+            continue
+        out.append(field)
+    if not removed:
+        return message
+    rest = b"" if end < 0 else message[end + 2 :]
+    return b"".join(out) + rest
 
 
 def add_subject_prefix(message: bytes, prefix: str) -> bytes:

@@ -26,9 +26,9 @@ import structlog
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.connect import pass_cache
+from proxy.checks.dnsutil import DNS_TEMPFAIL, on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import ConfigError, opt
-from proxy.dns.checkutil import DNS_TEMPFAIL, on_temperror_opt, temperror
 from proxy.dns.lists import DnsList, parse_item, reversed_ip
 
 log = structlog.get_logger("spamgate.dnsbl")

@@ -1,13 +1,16 @@
 """Pregreet test (postscreen's ``postscreen_greet_action``): early talkers at the greeting.
 
-Off by default. When on, the session calls :func:`before_checks` before the connect-stage
-checks: it sends the first line of a multi-line greeting (``220-mx.example.org ESMTP``) and
-watches the connection for ``greet_delay`` while the other connect checks (DNS lists, rDNS)
-run. The final ``220 mx.example.org ESMTP`` follows once the stage is done. A real SMTP client
+Off by default. When on, ``before_greeting`` (the session's connect-stage hook, see
+:class:`proxy.checks.base.GreetingHook`) sends the first line of a multi-line greeting
+(``220-mx.example.org ESMTP``) and watches the connection for ``greet_delay`` while the other
+connect checks (DNS lists, rDNS) run. The final ``220 mx.example.org ESMTP`` follows once the
+stage is done. A real SMTP client
 waits for the last greeting line; a spam bot that talks first is an early talker: the check
 emits ``PREGREET`` (evidence: when and what it sent). What it sent is kept and read as its
-first command, so the session goes on normally and the policy decides. If the connect stage
-rejects, the reject reply follows the ``220-`` line (as postscreen does).
+first command, so the session goes on normally and the policy decides. A reply may not
+change its code between lines (RFC 5321 4.2.1), so when the connect stage rejects after a
+teaser the greeting is completed with ``220`` and the rejection answers the client's
+commands instead (a tempfail: 421 and close; a reject: the 554 to every command but QUIT).
 
 Clients in ``exempt`` (load balancer health checks, your own networks) and clients that passed
 within ``pass_ttl`` (the pass cache) get the normal one-line greeting at once.
@@ -18,17 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
 from dataclasses import dataclass
-from typing import Any
 
-from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.base import Check, CheckContext, GreetingHook, Services, Stage, Symbol, SymbolDef
 from proxy.checks.connect import pass_cache
 from proxy.checks.options import OffByDefault
 from proxy.config.fields import ConfigError, opt
+from proxy.model import Connection
 
 PROBE_NOTE = "pregreet_probe"
-READ_LIMIT = 32 * 1024
 
 PREGREET = SymbolDef(
     "PREGREET",
@@ -69,6 +70,16 @@ class Pregreet(Check):
             )
         self.exempt = [ipaddress.ip_network(n, strict=False) for n in options.exempt]
 
+    async def before_greeting(self, conn: Connection, hook: GreetingHook) -> None:
+        """Send the ``220-`` teaser and start watching, when the test applies to this client."""
+        o: PregreetOptions = self.options
+        if any(conn.ip in n for n in self.exempt):
+            return
+        if await pass_cache.passed(self.services, conn.ip_str, self.name, o.pass_ttl):
+            return
+        await hook.send_teaser()
+        conn.notes[PROBE_NOTE] = hook.watch_early_input(o.greet_delay)
+
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         probe: asyncio.Future[tuple[float, bytes] | None] | None = ctx.conn.notes.pop(PROBE_NOTE, None)
         if probe is None:
@@ -81,30 +92,3 @@ class Pregreet(Check):
         if not data:  # hung up during the greeting: the session ends on its own
             return []
         return [PREGREET.hit(f"after {elapsed * 1000:.0f}ms: {data[:40]!r}")]
-
-
-async def before_checks(session: Any, conn: Any) -> None:
-    """Session hook: send the ``220-`` teaser and start watching, when the test applies."""
-    check = session.gen.pipeline.enabled.get(Pregreet.name)
-    if not isinstance(check, Pregreet):
-        return
-    o: PregreetOptions = check.options
-    if any(conn.ip in n for n in check.exempt):
-        return
-    if await pass_cache.passed(check.services, conn.ip_str, check.name, o.pass_ttl):
-        return
-    cfg = session.gen.config.server
-    session._writer.write(f"220-{cfg.hostname} {cfg.banner}\r\n".encode())
-    await session._writer.drain()
-    conn.notes[PROBE_NOTE] = asyncio.ensure_future(_watch(session, o.greet_delay))
-
-
-async def _watch(session: Any, delay: float) -> tuple[float, bytes] | None:
-    """None: silent for ``delay``; else (seconds, bytes sent early; b"" on hang-up)."""
-    start = time.monotonic()
-    try:
-        data: bytes = await asyncio.wait_for(session._reader.read(READ_LIMIT), delay)
-    except TimeoutError:
-        return None
-    session._pending += data
-    return time.monotonic() - start, data

@@ -28,10 +28,11 @@ from typing import Any, ClassVar
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
+from proxy.checks.storeutil import ON_STORE_ERROR_DOC, STORE_SYMBOLS, store_failed
 from proxy.config.fields import ConfigError, opt, parse_duration
-from proxy.session.state import Connection
+from proxy.model import Connection
 from proxy.state.base import Store, StoreError
-from proxy.state.symbols import ON_STORE_ERROR_DOC, STORE_SYMBOLS, Background, netblock, store_failed
+from proxy.state.util import Background, netblock
 
 RATELIMIT_CONNECTIONS = SymbolDef(
     "RATELIMIT_CONNECTIONS",

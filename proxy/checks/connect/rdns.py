@@ -22,9 +22,9 @@ from typing import Any
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.connect import pass_cache
+from proxy.checks.dnsutil import dynamic_match, load_patterns, on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
-from proxy.dns.checkutil import dynamic_match, load_patterns, on_temperror_opt, temperror
 
 RDNS_NONE = SymbolDef(
     "RDNS_NONE",

@@ -21,10 +21,11 @@ from typing import Any
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
+from proxy.checks.storeutil import ON_STORE_ERROR_DOC, store_failed
 from proxy.config.fields import opt
-from proxy.session.state import Connection
+from proxy.model import Connection
 from proxy.state.base import Store, StoreError
-from proxy.state.symbols import ON_STORE_ERROR_DOC, Background, netblock, store_failed
+from proxy.state.util import Background, netblock
 
 REPUTATION_BAD = SymbolDef(
     "REPUTATION_BAD",

@@ -20,8 +20,8 @@ from proxy.auth import procpool
 from proxy.auth.arc import ArcResult, arc_key_names, has_arc, validate_prefetched
 from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
-from proxy.dns.checkutil import on_temperror_opt, temperror
 
 ARC_PASS = SymbolDef(
     "ARC_PASS",

@@ -24,9 +24,9 @@ from proxy.auth import procpool
 from proxy.auth.dkim import DkimSignature, key_names, verify_prefetched
 from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
-from proxy.dns.checkutil import on_temperror_opt, temperror
 
 log = structlog.get_logger("spamgate.dkim")
 

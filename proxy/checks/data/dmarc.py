@@ -24,9 +24,9 @@ from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.data.arc import arc_result
 from proxy.checks.data.dkim import signatures
+from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
-from proxy.dns.checkutil import on_temperror_opt, temperror
 from proxy.dns.resolver import DnsResult
 
 DMARC_PASS = SymbolDef(

@@ -22,10 +22,10 @@ import ipaddress
 from dataclasses import dataclass
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.dnsutil import dynamic_match, load_patterns, on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt, parse_hostport
-from proxy.dns.checkutil import dynamic_match, load_patterns, on_temperror_opt, temperror
-from proxy.session.address import is_valid_domain, looks_like_ip, parse_address_literal
+from proxy.smtp.address import is_valid_domain, looks_like_ip, parse_address_literal
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -11,7 +11,7 @@ import ipaddress
 
 from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
-from proxy.session.address import is_valid_domain, looks_like_ip, parse_address_literal
+from proxy.smtp.address import is_valid_domain, looks_like_ip, parse_address_literal
 
 HELO_BARE_IP = SymbolDef(
     "HELO_BARE_IP",

@@ -13,10 +13,10 @@ import asyncio
 from dataclasses import dataclass
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.mail.sender_domain import sender_domain
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import ConfigError, opt
-from proxy.dns.checkutil import on_temperror_opt, temperror
 from proxy.dns.lists import DnsList, parse_item
 
 RHSBL_LISTED = SymbolDef(

@@ -17,9 +17,9 @@ import asyncio
 from dataclasses import dataclass
 
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
-from proxy.dns.checkutil import on_temperror_opt, temperror
-from proxy.session.address import is_valid_domain
+from proxy.smtp.address import is_valid_domain
 
 SENDER_NULL_MX = SymbolDef(
     "SENDER_NULL_MX",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
-from proxy.session.address import is_valid_mailbox
+from proxy.smtp.address import is_valid_mailbox
 
 MAIL_INVALID = SymbolDef(
     "MAIL_INVALID",

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from proxy.auth.spf import SpfResult, evaluate
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
-from proxy.dns.checkutil import on_temperror_opt, temperror
 from proxy.dns.resolver import DnsResult
 
 SPF_PASS = SymbolDef(

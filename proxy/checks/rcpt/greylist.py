@@ -22,9 +22,10 @@ from dataclasses import dataclass
 
 from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
+from proxy.checks.storeutil import ON_STORE_ERROR_DOC, store_failed
 from proxy.config.fields import opt
 from proxy.state.base import Store, StoreError
-from proxy.state.symbols import ON_STORE_ERROR_DOC, netblock, store_failed
+from proxy.state.util import netblock
 
 GREYLISTED = SymbolDef(
     "GREYLISTED",

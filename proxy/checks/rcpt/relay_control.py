@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
-from proxy.session.address import is_valid_mailbox
+from proxy.smtp.address import is_valid_mailbox
 
 RCPT_RELAY_DENIED = SymbolDef(
     "RCPT_RELAY_DENIED",

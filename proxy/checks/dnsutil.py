@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from proxy.checks.base import Symbol, SymbolDef
 from proxy.config.fields import opt
+from proxy.model import Symbol, SymbolDef
 
 DNS_TEMPFAIL = SymbolDef(
     "DNS_TEMPFAIL",

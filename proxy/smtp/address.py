@@ -23,6 +23,8 @@ _DOT_ATOM_RE = re.compile(
 _QUOTED_RE = re.compile(r'^"(?:[^"\\\r\n]|\\.)*"$')
 _XTEXT_RE = re.compile(r"^(?:[!-*,-<>-~]|\+[0-9A-F]{2})*$")
 _PARAM_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+_QUOTED_PART_RE = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 class PathError(ValueError):
@@ -61,6 +63,9 @@ def parse_path(arg: str, keyword: str) -> Path:
         path, _, params = rest.partition(" ")
         if not path or "<" in path or ">" in path:
             raise PathError("missing <address>")
+    if _CONTROL_RE.search(path) or " " in _QUOTED_PART_RE.sub("", path):
+        # A CR, NUL or space in an address would reach the downstream and our headers.
+        raise PathError("control character or space in the address")
     if path.startswith("@"):  # obsolete source route "@a,@b:user@c" (RFC 5321 4.1.2, C)
         colon = path.find(":")
         if colon < 0:
