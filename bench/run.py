@@ -28,9 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import resource
-import shutil
 import signal
 import socket
 import statistics
@@ -40,16 +38,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "bench" / "spamgate-bench.toml"
-SPAMGATE = ROOT / ".venv" / "bin" / "spamgate"
-HZ = os.sysconf("SC_CLK_TCK")
-PORTS = {"sink": 20600, "haproxy": 20601, "spamgate": 20602, "spamgate_metrics": 20603, "spamgate_dns": 20605}
-ADMIN_PORT = 20604
+from measure import machine, tree_cpu, tree_rss_kb
+from procs import HAPROXY_MAXCONN, PORTS, ROOT, Proc, sbin, start_all, start_dns
+
 FLOOD_NET = "127.0.99"  # blocklisted in bench/spamgate-bench.toml
-# HAProxy needs two descriptors per relayed connection; containers often cap RLIMIT_NOFILE at
-# 20000 (hard), so its idle test stops below that.
-HAPROXY_MAXCONN = 9000
 
 # name: (smtp-source flags, COUNT for direct/haproxy, COUNT for spamgate)
 WORKLOADS: dict[str, tuple[list[str], int, int]] = {
@@ -60,185 +52,7 @@ WORKLOADS: dict[str, tuple[list[str], int, int]] = {
 }
 METRICS_WORKLOADS = ("w1_single", "w1_multi")  # spamgate with the admin listener and metrics on
 
-
-def sbin(name: str) -> str:
-    return shutil.which(name) or f"/usr/sbin/{name}"
-
-
-# -- processes ---------------------------------------------------------------------------------
-
-
-class Proc:
-    def __init__(self, name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.p = subprocess.Popen(
-            cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, env=env, cwd=log.parent
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.p.pid
-
-    def stop(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.p.pid, signal.SIGTERM)
-        try:
-            self.p.wait(30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.p.pid, signal.SIGKILL)
-            self.p.wait()
-        self.log.close()
-
-
-def wait_banner(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                if s.recv(100).startswith(b"220"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"no SMTP banner on port {port}")
-
-
-def tree_pids(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo += children.get(pid, [])
-    return out
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds (user+system, reaped children included) of a process tree."""
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-    return total / HZ
-
-
-def tree_rss_kb(root: int) -> int:
-    total = 0
-    for pid in tree_pids(root):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
-
-
-def port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is not "in use"
-        try:
-            s.bind(("127.0.0.1", port))
-            s.listen()
-        except OSError:
-            return False
-    return True
-
-
-def start_dns() -> Any:
-    """The local authoritative DNS server of W5 with the zone smtp-source's traffic needs."""
-    sys.path.insert(0, str(ROOT))
-    from tests.harness.dns_server import DnsTestServer
-
-    dns = DnsTestServer().start()
-    dns.add("bench.test", "MX", "10 bench.test.")
-    dns.add("bench.test", "A", "127.0.0.1")  # HELO bench.test resolves to the client
-    dns.add("1.0.0.127.in-addr.arpa", "PTR", "bench.test.")  # forward-confirmed rDNS
-    dns.add("2.0.0.127.bl.bench.test", "A", "127.0.0.2")  # the DNSBL health probe
-    dns.add("bench.test", "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
-    dns.add("_dmarc.bench.test", "TXT", "v=DMARC1; p=none")
-    return dns
-
-
-def dns_env(dns: Any) -> dict[str, str]:
-    env = {
-        "SPAMGATE__DNS__NAMESERVERS": f'["{dns.address}"]',
-        "SPAMGATE__DNS__TIMEOUT": "1s",
-        "SPAMGATE__CHECKS__DNSBL__ZONES": '["bl.bench.test*3"]',
-        "SPAMGATE__CHECKS__RHSBL__ZONES": '["dbl.bench.test*3"]',
-    }
-    for check in (
-        "DNSBL",
-        "RDNS",
-        "HELO_DNS",
-        "SENDER_DOMAIN",
-        "RHSBL",
-        "SPF",
-        "DKIM",
-        "ARC",
-        "DMARC",
-        "AUTH_RESULTS",
-    ):
-        env[f"SPAMGATE__CHECKS__{check}__ENABLED"] = "true"
-    return env
-
-
-def start_all(rundir: Path, idle_conns: int, procs: dict[str, Proc], dns: Any) -> None:
-    """Start the sink and the peers into ``procs`` (the caller stops them, even on failure)."""
-    busy = [p for p in [*PORTS.values(), ADMIN_PORT] if not port_free(p)]
-    if busy:
-        raise SystemExit(f"ports in use: {busy} (a previous run still going?)")
-    sink_cmd = [sbin("smtp-sink"), "-C", "-m", str(max(4000, idle_conns + 1000)), "-c"]
-    if os.getuid() == 0:
-        sink_cmd[1:1] = ["-u", "root"]
-    procs["sink"] = Proc("sink", [*sink_cmd, f"127.0.0.1:{PORTS['sink']}", "4096"], rundir / "sink.log")
-    wait_banner(PORTS["sink"])
-    haproxy_cfg = rundir / "haproxy.cfg"
-    haproxy_cfg.write_text(
-        f"""global
-    maxconn {HAPROXY_MAXCONN}
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
-frontend smtp
-    bind 127.0.0.1:{PORTS["haproxy"]}
-    default_backend sink
-backend sink
-    server sink 127.0.0.1:{PORTS["sink"]}
-"""
-    )
-    procs["haproxy"] = Proc(
-        "haproxy", [sbin("haproxy"), "-db", "-f", str(haproxy_cfg)], rundir / "haproxy.log"
-    )
-    for name in ("spamgate", "spamgate_metrics", "spamgate_dns"):
-        env = dict(os.environ)
-        env.pop("PYTHONPATH", None)
-        if name == "spamgate_metrics":
-            env["SPAMGATE__METRICS__LISTEN"] = f"127.0.0.1:{ADMIN_PORT}"
-        if name == "spamgate_dns":
-            env.update(dns_env(dns))
-        cmd = [
-            str(SPAMGATE), "run", "--config", str(CONFIG),
-            "--listen", f"127.0.0.1:{PORTS[name]}", "--downstream", f"127.0.0.1:{PORTS['sink']}",
-        ]  # fmt: skip
-        procs[name] = Proc(name, cmd, rundir / f"{name}.log", env=env)
-    for name in ("haproxy", "spamgate", "spamgate_metrics", "spamgate_dns"):
-        wait_banner(PORTS[name])
-    time.sleep(1.0)
+# Processes: procs.py; CPU and RSS of a process tree: measure.py.
 
 
 # -- loads -------------------------------------------------------------------------------------
@@ -494,17 +308,6 @@ def summarize(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| spamgate_dns | {rate:,.0f} | {med(ratios):.3f} | {cpu:.3f} | {all(r['ok'] for r in w5)} |",
         ]
     return "\n".join(out) + "\n"
-
-
-def machine() -> str:
-    cpu = "?"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} CPU {cpu}, {mem:.1f} GiB, {os.uname().release}, load {os.getloadavg()[0]:.2f}"
 
 
 def main() -> int:
