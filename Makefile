@@ -5,8 +5,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 # System tools the tests drive (Debian package names: command they provide).
 SYSPKGS := swaks:swaks redis-server:redis-server postfix:smtp-source postfix:smtp-sink
+# What `make bench` needs on top (the byte-proxy reference).
+BENCH_PKGS := haproxy:haproxy
 
-.PHONY: run test lint fmt typecheck docs bench sysdeps venv clean
+.PHONY: run test lint fmt typecheck docs bench sysdeps bench-sysdeps venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +22,7 @@ run: $(STAMP)
 	$(VENV)/bin/spamgate run $(ARGS)
 
 sysdeps:
-	@missing=""; for p in $(SYSPKGS); do pkg=$${p%%:*}; cmd=$${p##*:}; \
+	@missing=""; for p in $(or $(PKGS),$(SYSPKGS)); do pkg=$${p%%:*}; cmd=$${p##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || test -x /usr/sbin/$$cmd || missing="$$missing $$pkg"; done; \
 	missing=$$(echo $$missing | tr ' ' '\n' | sort -u | tr '\n' ' '); \
 	if [ -n "$$(echo $$missing | tr -d ' ')" ]; then \
@@ -32,6 +34,9 @@ sysdeps:
 	    echo "install them with: sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
 	fi
+
+bench-sysdeps: PKGS = $(SYSPKGS) $(BENCH_PKGS)
+bench-sysdeps: sysdeps
 
 test: $(STAMP) sysdeps
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -52,7 +57,7 @@ docs: $(STAMP)
 	$(VENV)/bin/spamgate docs config > docs/CONFIG.md
 	$(VENV)/bin/spamgate docs symbols > docs/SYMBOLS.md
 
-bench: $(STAMP) sysdeps
+bench: $(STAMP) bench-sysdeps
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

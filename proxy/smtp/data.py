@@ -136,7 +136,7 @@ def inspect(message: bytes, *, max_line: int, max_header: int) -> Findings:
                 long_line += 1
     header_size = 0
     if len(message) > max_header:
-        m = _HEADER_BLOCK.match(message, 0, max_header + 1)
+        m = _HEADER_BLOCK.match(message)  # stops at the first line that is not a header line
         if m is not None and m.end() > max_header:
             header_size = m.end()
     return Findings(lf, cr, nul, long_line, header_size)

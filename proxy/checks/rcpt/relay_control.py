@@ -3,7 +3,13 @@
 Never an open relay: this check cannot be disabled or put in observe mode, and its symbol
 is always enforced. A recipient outside ``relay.local_domains`` (subdomains do not count:
 list them) from a client outside ``relay.relay_networks`` gets 554 5.7.1 and never reaches
-the downstream. Source-routed and percent-hack recipients are refused as well.
+the downstream.
+
+Routing inside a local part is refused for clients that may not relay: ``%`` (the percent
+hack), ``!`` (UUCP bang paths) and ``@`` (possible only quoted:
+``"victim@elsewhere.example"@example.test``), quoted or not. A downstream that dequotes the
+local part (Postfix's default ``resolve_dequoted_address = yes``) would otherwise route such a
+recipient to the foreign domain, relaying for anyone who can reach spamgate.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from dataclasses import dataclass
 from proxy.checks.base import Check, CheckContext, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
 from proxy.smtp.address import is_valid_mailbox
+
+ROUTING_CHARACTERS = ("@", "%", "!")
 
 RCPT_RELAY_DENIED = SymbolDef(
     "RCPT_RELAY_DENIED",
@@ -26,7 +34,8 @@ RCPT_RELAY_DENIED = SymbolDef(
 )
 RCPT_INVALID = SymbolDef(
     "RCPT_INVALID",
-    "The recipient address is not a valid mailbox (or uses the %-hack or '!' routing).",
+    "The recipient address is not a valid mailbox, or routes inside its local part "
+    "('%', '!' or a quoted '@') from a client that may not relay.",
     score=0.0,
     action="reject",
     reply="553 5.1.3 Recipient address rejected: invalid address",
@@ -56,12 +65,14 @@ class RelayControl(Check):
         rcpt = ctx.rcpt
         local, _, domain = rcpt.rpartition("@")
         utf8 = bool(ctx.txn and ctx.txn.smtputf8)
-        if not is_valid_mailbox(rcpt, utf8=utf8) or "%" in local or "!" in local:
+        if not is_valid_mailbox(rcpt, utf8=utf8):
             # postmaster without a domain is accepted by RFC 5321 4.5.1; we need a domain to route it.
             return [RCPT_INVALID.hit(rcpt[:200])]
-        if domain.lower().rstrip(".") in self.domains:
-            return []
         ip = ctx.conn.ip
         if any(ip in n for n in self.networks):
+            return []
+        if any(c in local for c in ROUTING_CHARACTERS):
+            return [RCPT_INVALID.hit(rcpt[:200])]
+        if domain.lower().rstrip(".") in self.domains:
             return []
         return [RCPT_RELAY_DENIED.hit(domain.lower()[:200])]
