@@ -120,7 +120,8 @@ def test_client_copies_of_our_headers_removed(sink: Sink, spamgate_factory: Fact
         c.send(
             b"X-Spamgate-Symbols: accept; score=-100; ALL_GOOD\r\n"
             b"X-SPAMGATE-SCORE: -100\r\n X-folded: continuation\r\n"
-            b"X-Spam-Flag: NO\r\nSubject: forged verdict\r\n\r\nbody\r\nX-Spamgate-Score: in the body\r\n.\r\n"
+            b"X-Spam-Flag: NO\r\nSubject: forged verdict\r\n\r\n"
+            b"body\r\nX-Spamgate-Score: in the body\r\n.\r\n"
         )
         assert c.reply().startswith("250 ")
     data = sink.messages[0].data
