@@ -58,6 +58,68 @@ def test_kubernetes_manifests() -> None:
     assert cfg.metrics.listen == "0.0.0.0:9325"
 
 
+# Service annotations by which cloud load balancers are told to send a PROXY v1/v2 header
+# (AWS, DigitalOcean, Hetzner, OpenStack, Linode, Scaleway, IBM...): every one names it so.
+_PROXY_WORDS = ("proxy-protocol", "proxyprotocol", "proxy_protocol")
+_OFF = ("", "false", "0", "no", "none", "off", "disabled")
+
+
+def _sends_proxy(svc: dict[str, Any]) -> bool:
+    """A Service whose load balancer prepends a PROXY header: an annotation named for PROXY
+    that is not switched off, or one whose value turns the feature on (IBM's enable-features)."""
+    for key, value in (svc["metadata"].get("annotations") or {}).items():
+        v = str(value).strip().lower()
+        if any(w in key.lower() for w in _PROXY_WORDS) and v not in _OFF:
+            return True
+        if any(w in v for w in _PROXY_WORDS):
+            return True
+    return False
+
+
+def _proxy_mismatches(k: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Where the manifests disagree about PROXY: trusted networks without a PROXY-sending
+    Service (any host there may forge client addresses), or a PROXY-sending Service without
+    trusted networks (its header would be read as an SMTP command)."""
+    sends = [name for (kind, name), doc in k.items() if kind == "Service" and _sends_proxy(doc)]
+    out = []
+    for (kind, name), doc in k.items():
+        if kind != "ConfigMap" or "spamgate.toml" not in doc.get("data", {}):
+            continue
+        trusted = from_dict(tomllib.loads(doc["data"]["spamgate.toml"])).proxy_protocol.trusted_networks
+        if trusted and not sends:
+            out.append(f"ConfigMap {name} trusts PROXY from {trusted} but no Service sends PROXY")
+        if sends and not trusted:
+            out.append(f"Services {sends} send PROXY but ConfigMap {name} trusts no network")
+    return out
+
+
+def test_kubernetes_proxy_protocol_trust_matches_the_service() -> None:
+    """The shipped ConfigMap trusts PROXY headers from no network, because no shipped Service
+    configures a PROXY-sending load balancer; the check itself notices either half missing."""
+    k = _k8s()
+    assert not any(_sends_proxy(doc) for (kind, _), doc in k.items() if kind == "Service")
+    assert _proxy_mismatches(k) == []
+    cm = k[("ConfigMap", "spamgate-config")]
+    assert from_dict(tomllib.loads(cm["data"]["spamgate.toml"])).proxy_protocol.trusted_networks == []
+    # Turning PROXY on in only one of the two files is caught, each way round.
+    svc = k[("Service", "spamgate")]
+    on = {**svc, "metadata": {**svc["metadata"], "annotations": {
+        "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*"}}}  # fmt: skip
+    assert _sends_proxy(on)
+    assert _proxy_mismatches({**k, ("Service", "spamgate"): on})
+    toml = cm["data"]["spamgate.toml"].replace("trusted_networks = []", 'trusted_networks = ["10.0.12.0/28"]')
+    assert toml != cm["data"]["spamgate.toml"]
+    trusting = {**cm, "data": {"spamgate.toml": toml}}
+    assert _proxy_mismatches({**k, ("ConfigMap", "spamgate-config"): trusting})
+    assert (
+        _proxy_mismatches({**k, ("ConfigMap", "spamgate-config"): trusting, ("Service", "spamgate"): on})
+        == []
+    )
+    # The compose file has no balancer in front: its config trusts no PROXY network either.
+    compose = from_dict(tomllib.loads((DEPLOY / "spamgate.toml").read_text()))
+    assert compose.proxy_protocol.trusted_networks == []
+
+
 def test_compose_file() -> None:
     """spamgate on 25 in front of Postfix (XCLIENT allowed for spamgate's network) with Redis."""
     (compose,) = _docs(DEPLOY / "docker-compose.yml")
