@@ -204,3 +204,15 @@ def test_install_script_installs_a_working_spamgate(tmp_path: Path, sink: Sink) 
         proc.terminate()
         proc.wait(20)
     assert '"event":"transaction"' in (tmp_path / "out.log").read_text()
+
+
+def test_logrotate_config_signals_reopen() -> None:
+    """The shipped logrotate file renames (no copytruncate, which loses lines) and then sends
+    SIGUSR1 to the main process, which reopens the log file (tests/test_logrotate.py)."""
+    text = (DEPLOY / "spamgate.logrotate").read_text()
+    assert "copytruncate" not in re.sub(r"#.*", "", text)
+    post = re.search(r"postrotate\n(.*?)\n\s*endscript", text, re.S)
+    assert post is not None
+    assert "--signal=USR1" in post.group(1)
+    assert "--kill-whom=main" in post.group(1)
+    assert "spamgate.service" in post.group(1)

@@ -194,7 +194,10 @@ class LogConfig:
         "'json' (one object per line) or 'console' (for people).",
         choices=("json", "console"),
     )
-    file: str = opt("", "Log file; empty: standard output.")
+    file: str = opt(
+        "",
+        "Log file; empty: standard output. Reopened at this path on SIGUSR1 and SIGHUP (log rotation).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
