@@ -7,8 +7,9 @@
 #   PREFIX            virtualenv to create               (default: /opt/spamgate)
 #   CONFIG_DIR        where spamgate.toml is written     (default: /etc/spamgate)
 #   STATE_DIR         writable state (maildir fallback)  (default: /var/lib/spamgate)
-#   RULES_DIR         where the shipped rules go         (default: PREFIX/share/spamgate/rules;
-#                     /usr/share/spamgate/rules is where spamgate looks when no rules_dir is set)
+#   RULES_DIR         a copy of the shipped rules, named in the written config's policy.rules_dir
+#                     (default: PREFIX/share/spamgate/rules; the package itself carries them too,
+#                     read when policy.rules_dir is empty)
 #   PYTHON            interpreter for the virtualenv     (default: python3)
 #   SPAMGATE_USER     create this system user and give it STATE_DIR (root only; default: none)
 #   SPAMGATE_SETCAP   1: grant CAP_NET_BIND_SERVICE to the virtualenv's own python binary
@@ -33,7 +34,7 @@ echo "install: spamgate from $SPAMGATE_SRC into $PREFIX"
 # shellcheck disable=SC2086
 "$PREFIX/bin/python" -m pip install -q $PIP_ARGS "$SPAMGATE_SRC"
 
-# Rules (and rules/patterns) ship beside the code: a non-editable install reads them from here.
+# A copy of the rules (and rules/patterns) for the site to adapt; the written config uses it.
 rules="$RULES_DIR"
 mkdir -p "$rules"
 cp -R "$SPAMGATE_SRC"/rules/. "$rules/"

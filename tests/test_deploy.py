@@ -156,6 +156,10 @@ def test_dockerfile_uses_install_script() -> None:
     assert "HEALTHCHECK" in text
     assert "/healthz" in text
     assert "SPAMGATE_SETCAP=1" in text
+    # Everything the package build reads (tests/test_packaging.py builds a wheel from the same).
+    copied = " ".join(re.findall(r"^COPY (.*) /src/", text, re.M))
+    for name in ("pyproject.toml", "setup.py", "README.md", "proxy", "rules"):
+        assert name in copied.split(), name
 
 
 @pytest.mark.slow

@@ -168,7 +168,8 @@ class RelayConfig:
 class PolicyConfig:
     rules_dir: str = opt(
         "",
-        "Folder of shipped rule files (*.toml, *.yaml, read in name order); empty: the bundled rules/.",
+        "Folder of rule files (*.toml, *.yaml, read in name order); empty: the shipped rules, "
+        "rules/ of a source checkout, else the copy inside the installed package.",
     )
     site_rules: list[str] = opt(
         [], "Site rule files read after rules_dir; they override the shipped rules key by key."

@@ -98,9 +98,17 @@ DEFAULT_REPLIES = {
 
 
 def bundled_rules_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent.parent / "rules"
-    if here.is_dir():
-        return here
+    """The shipped rules when ``policy.rules_dir`` is empty: ``rules/`` of the source checkout
+    this code runs from (the source of truth; ``make run`` reads it in place), else the copy an
+    installed package carries as ``proxy/_rules`` (see setup.py), else the folder a distribution
+    package may install, ``/usr/share/spamgate/rules``."""
+    package = Path(__file__).resolve().parent.parent
+    checkout = package.parent / "rules"
+    if checkout.is_dir() and (package.parent / "pyproject.toml").is_file():
+        return checkout
+    installed = package / "_rules"
+    if installed.is_dir():
+        return installed
     return Path("/usr/share/spamgate/rules")
 
 
