@@ -122,7 +122,10 @@ class RelayConfig:
         kind="hostport",
     )
     maildir: str = opt(
-        "var/mail", "Local Maildir root used when no downstream is set: one Maildir per recipient."
+        "var/mail",
+        "Local Maildir root used when no downstream is set: one Maildir per recipient. A relative "
+        "path is relative to the working directory (make run: ./var/mail of the checkout); "
+        "deploy/install.sh writes /var/lib/spamgate/mail.",
     )
     local_domains: list[str] = opt(
         ["example.test"],
