@@ -243,6 +243,11 @@ def test_dockerfile_uses_install_script() -> None:
     assert "HEALTHCHECK" in text
     assert "/healthz" in text
     assert "SPAMGATE_SETCAP=1" in text
+    # State in a volume, which is also the working directory (relative paths land there), and
+    # install.sh writes it into the image's config as absolute paths.
+    assert re.search(r'^VOLUME \["/var/lib/spamgate"\]$', text, re.M)
+    assert re.search(r"^WORKDIR /var/lib/spamgate$", text, re.M)
+    assert "STATE_DIR=/var/lib/spamgate" in text
     # Everything the package build reads (tests/test_packaging.py builds a wheel from the same).
     copied = " ".join(re.findall(r"^COPY (.*) /src/", text, re.M))
     for name in ("pyproject.toml", "setup.py", "README.md", "proxy", "rules"):
