@@ -138,7 +138,7 @@ class Server:
 
     def reopen_log(self) -> None:
         if logs.reopen():
-            log.info("log_reopened", file=self.config.log.file, pid=os.getpid(), slot=self.slot)
+            log.info("log_reopened", file=logs.file_path(), pid=os.getpid(), slot=self.slot)
 
     async def drain(self) -> None:
         rt = self.runtime
@@ -251,7 +251,7 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
         elif logs.reopen():  # SIGHUP, SIGUSR1: the supervisor's own descriptor; workers theirs
-            log.info("log_reopened", file=config.log.file, pid=os.getpid(), supervisor=True)
+            log.info("log_reopened", file=logs.file_path(), pid=os.getpid(), supervisor=True)
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)

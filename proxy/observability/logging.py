@@ -64,6 +64,11 @@ def setup(cfg: LogConfig) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
 
 
+def file_path() -> str:
+    """The log file in use ('' for standard output). Set at start-up: a reload does not move it."""
+    return _path
+
+
 def reopen() -> bool:
     """Reopen ``log.file`` at its configured path, as logrotate expects after renaming it.
 
