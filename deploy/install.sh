@@ -6,9 +6,12 @@
 #   SPAMGATE_SRC      source tree to install            (default: the folder above this script)
 #   PREFIX            virtualenv to create               (default: /opt/spamgate)
 #   CONFIG_DIR        where spamgate.toml is written     (default: /etc/spamgate)
-#   STATE_DIR         writable state (maildir fallback)  (default: /var/lib/spamgate)
-#   RULES_DIR         where the shipped rules go         (default: PREFIX/share/spamgate/rules;
-#                     /usr/share/spamgate/rules is where spamgate looks when no rules_dir is set)
+#   STATE_DIR         writable state: the SQLite store (STATE_DIR/state.db) and the Maildir
+#                     fallback (STATE_DIR/mail), written into the config as absolute paths
+#                     (default: /var/lib/spamgate, the systemd unit's StateDirectory)
+#   RULES_DIR         a copy of the shipped rules, named in the written config's policy.rules_dir
+#                     (default: PREFIX/share/spamgate/rules; the package itself carries them too,
+#                     read when policy.rules_dir is empty)
 #   PYTHON            interpreter for the virtualenv     (default: python3)
 #   SPAMGATE_USER     create this system user and give it STATE_DIR (root only; default: none)
 #   SPAMGATE_SETCAP   1: grant CAP_NET_BIND_SERVICE to the virtualenv's own python binary
@@ -33,16 +36,19 @@ echo "install: spamgate from $SPAMGATE_SRC into $PREFIX"
 # shellcheck disable=SC2086
 "$PREFIX/bin/python" -m pip install -q $PIP_ARGS "$SPAMGATE_SRC"
 
-# Rules (and rules/patterns) ship beside the code: a non-editable install reads them from here.
+# A copy of the rules (and rules/patterns) for the site to adapt; the written config uses it.
 rules="$RULES_DIR"
 mkdir -p "$rules"
 cp -R "$SPAMGATE_SRC"/rules/. "$rules/"
 
 mkdir -p "$CONFIG_DIR" "$STATE_DIR/mail"
+# Absolute, so the written config does not depend on the working directory of whoever runs it.
+STATE_DIR=$(cd "$STATE_DIR" && pwd)
 if [ ! -f "$CONFIG_DIR/spamgate.toml" ]; then
     "$PREFIX/bin/spamgate" show-config --defaults \
         | sed -e "s#^rules_dir = .*#rules_dir = \"$rules\"#" \
               -e "s#^maildir = .*#maildir = \"$STATE_DIR/mail\"#" \
+              -e "s#^url = \"sqlite:.*#url = \"sqlite:///$STATE_DIR/state.db\"#" \
               -e "s#^dynamic_patterns = \"\"#dynamic_patterns = \"$rules/patterns/dynamic-hostnames.txt\"#" \
         > "$CONFIG_DIR/spamgate.toml"
     echo "install: wrote $CONFIG_DIR/spamgate.toml (edit relay.downstream and relay.local_domains)"

@@ -2,11 +2,14 @@
 
 - Several listen addresses (IPv4 and IPv6); with ``workers > 1`` each worker process binds
   its own sockets with SO_REUSEPORT and the kernel spreads connections between them. The
-  parent only supervises: it forwards SIGTERM/SIGHUP and restarts a worker that dies.
+  parent only supervises: it forwards SIGTERM/SIGHUP/SIGUSR1 and restarts a worker that dies.
 - SIGTERM: stop accepting, close idle sessions with 421 4.3.2, let transactions in flight
   finish for up to ``server.drain_timeout``, then 421 to what remains.
 - SIGHUP: re-read config and rules; a broken file is refused with a logged error and the
   running configuration stays in force. Listen addresses and workers need a restart.
+  The log file is reopened first, so SIGHUP also serves log rotation.
+- SIGUSR1: reopen ``log.file`` only (logrotate's ``postrotate``). Every process reopens its
+  own descriptor: the supervisor and each worker (the supervisor forwards the signal).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import structlog
 from proxy.app import build_generation, start_generation, stop_generation
 from proxy.config.fields import parse_hostport
 from proxy.config.schema import Config
+from proxy.observability import logging as logs
 from proxy.session.protocol import SmtpSession
 from proxy.session.runtime import Runtime
 
@@ -131,6 +135,10 @@ class Server:
         task.add_done_callback(lambda _t: None)
         return True
 
+    def reopen_log(self) -> None:
+        if logs.reopen():
+            log.info("log_reopened", file=logs.file_path(), pid=os.getpid(), slot=self.slot)
+
     async def drain(self) -> None:
         rt = self.runtime
         for srv in self.servers:
@@ -165,11 +173,13 @@ class Server:
         pending: set[asyncio.Task[Any]] = set()
 
         def on_hup() -> None:
+            self.reopen_log()
             t = asyncio.ensure_future(self.reload())
             pending.add(t)
             t.add_done_callback(pending.discard)
 
         loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_log)
         await stop.wait()
         await self.drain()
 
@@ -185,9 +195,22 @@ def _run_worker(
     uvloop.run(main())
 
 
+def _reopen_until_loop_runs() -> None:
+    """Until a worker's event loop installs its own handlers, SIGHUP and SIGUSR1 (whose default
+    action ends the process) only reopen the log file: a logrotate run during start-up neither
+    kills the process nor leaves it writing to the rotated file."""
+
+    def handler(_signum: int, _frame: Any) -> None:
+        logs.reopen()
+
+    signal.signal(signal.SIGHUP, handler)
+    signal.signal(signal.SIGUSR1, handler)
+
+
 def serve(config: Config, reload: Callable[[], Config] | None = None) -> int:
     """Run spamgate until SIGTERM. Returns the process exit code."""
     n = worker_count(config)
+    _reopen_until_loop_runs()
     if n == 1:
         _run_worker(config, reload, bind_sockets(config.server.listen, reuseport=False))
         return 0
@@ -207,8 +230,8 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
             for s in probe:
                 s.close()
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            _reopen_until_loop_runs()
             code = 0
             try:
                 _run_worker(config, reload, bind_sockets(config.server.listen, reuseport=True), slot)
@@ -224,6 +247,8 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
         nonlocal stopping
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+        elif logs.reopen():  # SIGHUP, SIGUSR1: the supervisor's own descriptor; workers theirs
+            log.info("log_reopened", file=logs.file_path(), pid=os.getpid(), supervisor=True)
         for pid in list(children):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
@@ -231,6 +256,7 @@ def _supervise(config: Config, reload: Callable[[], Config] | None, n: int) -> i
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     signal.signal(signal.SIGHUP, forward)
+    signal.signal(signal.SIGUSR1, forward)
     for slot in range(n):
         spawn(slot)
     for s in probe:

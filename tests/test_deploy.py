@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import smtplib
 import subprocess
 import sys
@@ -58,6 +59,68 @@ def test_kubernetes_manifests() -> None:
     assert cfg.metrics.listen == "0.0.0.0:9325"
 
 
+# Service annotations by which cloud load balancers are told to send a PROXY v1/v2 header
+# (AWS, DigitalOcean, Hetzner, OpenStack, Linode, Scaleway, IBM...): every one names it so.
+_PROXY_WORDS = ("proxy-protocol", "proxyprotocol", "proxy_protocol")
+_OFF = ("", "false", "0", "no", "none", "off", "disabled")
+
+
+def _sends_proxy(svc: dict[str, Any]) -> bool:
+    """A Service whose load balancer prepends a PROXY header: an annotation named for PROXY
+    that is not switched off, or one whose value turns the feature on (IBM's enable-features)."""
+    for key, value in (svc["metadata"].get("annotations") or {}).items():
+        v = str(value).strip().lower()
+        if any(w in key.lower() for w in _PROXY_WORDS) and v not in _OFF:
+            return True
+        if any(w in v for w in _PROXY_WORDS):
+            return True
+    return False
+
+
+def _proxy_mismatches(k: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    """Where the manifests disagree about PROXY: trusted networks without a PROXY-sending
+    Service (any host there may forge client addresses), or a PROXY-sending Service without
+    trusted networks (its header would be read as an SMTP command)."""
+    sends = [name for (kind, name), doc in k.items() if kind == "Service" and _sends_proxy(doc)]
+    out = []
+    for (kind, name), doc in k.items():
+        if kind != "ConfigMap" or "spamgate.toml" not in doc.get("data", {}):
+            continue
+        trusted = from_dict(tomllib.loads(doc["data"]["spamgate.toml"])).proxy_protocol.trusted_networks
+        if trusted and not sends:
+            out.append(f"ConfigMap {name} trusts PROXY from {trusted} but no Service sends PROXY")
+        if sends and not trusted:
+            out.append(f"Services {sends} send PROXY but ConfigMap {name} trusts no network")
+    return out
+
+
+def test_kubernetes_proxy_protocol_trust_matches_the_service() -> None:
+    """The shipped ConfigMap trusts PROXY headers from no network, because no shipped Service
+    configures a PROXY-sending load balancer; the check itself notices either half missing."""
+    k = _k8s()
+    assert not any(_sends_proxy(doc) for (kind, _), doc in k.items() if kind == "Service")
+    assert _proxy_mismatches(k) == []
+    cm = k[("ConfigMap", "spamgate-config")]
+    assert from_dict(tomllib.loads(cm["data"]["spamgate.toml"])).proxy_protocol.trusted_networks == []
+    # Turning PROXY on in only one of the two files is caught, each way round.
+    svc = k[("Service", "spamgate")]
+    on = {**svc, "metadata": {**svc["metadata"], "annotations": {
+        "service.beta.kubernetes.io/aws-load-balancer-proxy-protocol": "*"}}}  # fmt: skip
+    assert _sends_proxy(on)
+    assert _proxy_mismatches({**k, ("Service", "spamgate"): on})
+    toml = cm["data"]["spamgate.toml"].replace("trusted_networks = []", 'trusted_networks = ["10.0.12.0/28"]')
+    assert toml != cm["data"]["spamgate.toml"]
+    trusting = {**cm, "data": {"spamgate.toml": toml}}
+    assert _proxy_mismatches({**k, ("ConfigMap", "spamgate-config"): trusting})
+    assert (
+        _proxy_mismatches({**k, ("ConfigMap", "spamgate-config"): trusting, ("Service", "spamgate"): on})
+        == []
+    )
+    # The compose file has no balancer in front: its config trusts no PROXY network either.
+    compose = from_dict(tomllib.loads((DEPLOY / "spamgate.toml").read_text()))
+    assert compose.proxy_protocol.trusted_networks == []
+
+
 def test_compose_file() -> None:
     """spamgate on 25 in front of Postfix (XCLIENT allowed for spamgate's network) with Redis."""
     (compose,) = _docs(DEPLOY / "docker-compose.yml")
@@ -85,6 +148,92 @@ def test_systemd_unit_hardening() -> None:
         assert key in keys
 
 
+# Runs as root in a private mount namespace: what ProtectSystem=strict does to the unit's view
+# of the file system. /var/lib and /var/log become private tmpfs (nothing of the host is
+# written), the unit's writable directories are created there (as systemd creates
+# StateDirectory=/LogsDirectory=) and stay writable; everything else is read-only.
+_UNIT_SANDBOX = r"""
+set -eu
+workdir=$1; shift
+mount --make-rprivate /
+mount -t tmpfs -o mode=0755 tmpfs /var/lib
+mount -t tmpfs -o mode=0755 tmpfs /var/log
+for d in $SANDBOX_WRITABLE; do mkdir -p "$d"; mount --bind "$d" "$d"; done
+mount -o remount,bind,ro /var/lib
+mount -o remount,bind,ro /var/log
+mount -o remount,bind,ro /
+if touch /var/probe 2>/dev/null; then echo "root is writable"; exit 3; fi
+cd "$workdir"
+"$@" 1>&2 &
+pid=$!
+echo "PID $pid"
+wait "$pid" || true
+for d in $SANDBOX_WRITABLE; do find "$d" -type f; done
+"""
+
+
+def _unit_keys() -> dict[str, list[str]]:
+    keys: dict[str, list[str]] = {}
+    for key, value in re.findall(r"^(\w+)=(.*)$", (DEPLOY / "spamgate.service").read_text(), re.M):
+        keys.setdefault(key, []).append(value.strip())
+    return keys
+
+
+@pytest.mark.slow
+def test_systemd_unit_keeps_default_state_in_its_state_directory(tmp_path: Path) -> None:
+    """Started as the unit starts it (its WorkingDirectory=, else /) under a read-only root
+    with only its StateDirectory=/LogsDirectory=/ReadWritePaths= writable, spamgate with a
+    config that leaves store.url and relay.maildir at their relative defaults delivers a
+    message (250) and keeps the SQLite store and the Maildir inside /var/lib/spamgate; no
+    store error is logged."""
+    keys = _unit_keys()
+    assert keys["ProtectSystem"] == ["strict"]
+    assert keys["StateDirectory"] == ["spamgate"]
+    writable = {f"/var/lib/{d}" for v in keys["StateDirectory"] for d in v.split()}
+    writable |= {f"/var/log/{d}" for v in keys.get("LogsDirectory", []) for d in v.split()}
+    writable |= {d for v in keys.get("ReadWritePaths", []) for d in v.split()}
+    assert all(d.startswith(("/var/lib/", "/var/log/")) for d in writable), writable
+    workdir = keys.get("WorkingDirectory", ["/"])[-1]
+
+    port = free_port()
+    config = tmp_path / "spamgate.toml"
+    config.write_text(
+        f'[server]\nlisten = ["127.0.0.1:{port}"]\n[dns]\nnameservers = ["127.0.0.1:1"]\ntimeout = "200ms"\n'
+        '[metrics]\nlisten = ""\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPAMGATE")}
+    env.update(PYTHONPATH=str(ROOT), SANDBOX_WRITABLE=" ".join(sorted(writable)))
+    for item in keys.get("Environment", []):
+        name, _, value = item.partition("=")
+        env[name] = value
+    argv = [sys.executable, "-m", "proxy", "run", "--config", str(config)]
+    proc = subprocess.Popen(
+        ["unshare", "--mount", "sh", "-c", _UNIT_SANDBOX, "sandbox", workdir, *argv],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("PID "), first + proc.communicate(timeout=10)[1]
+        wait_port("127.0.0.1", port, timeout=20)
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+            c.ehlo("client.example.test")
+            c.mail("alice@example.test")
+            c.rcpt("bob@example.test")
+            code, reply = c.data(b"Subject: under ProtectSystem=strict\r\n\r\nhi\r\n")
+        os.kill(int(first.split()[1]), signal.SIGTERM)
+        out, log = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert code == 250, (reply, log[-3000:])
+    assert "store_error" not in log, log[-3000:]
+    files = out.split()
+    assert [f for f in files if f.startswith("/var/lib/spamgate/") and f.endswith("/state.db")], files
+    assert [f for f in files if "/bob@example.test/new/" in f], files
+
+
 def test_dockerfile_uses_install_script() -> None:
     text = (DEPLOY / "Dockerfile").read_text()
     assert text.startswith("#")
@@ -94,6 +243,15 @@ def test_dockerfile_uses_install_script() -> None:
     assert "HEALTHCHECK" in text
     assert "/healthz" in text
     assert "SPAMGATE_SETCAP=1" in text
+    # State in a volume, which is also the working directory (relative paths land there), and
+    # install.sh writes it into the image's config as absolute paths.
+    assert re.search(r'^VOLUME \["/var/lib/spamgate"\]$', text, re.M)
+    assert re.search(r"^WORKDIR /var/lib/spamgate$", text, re.M)
+    assert "STATE_DIR=/var/lib/spamgate" in text
+    # Everything the package build reads (tests/test_packaging.py builds a wheel from the same).
+    copied = " ".join(re.findall(r"^COPY (.*) /src/", text, re.M))
+    for name in ("pyproject.toml", "setup.py", "README.md", "proxy", "rules"):
+        assert name in copied.split(), name
 
 
 @pytest.mark.slow
@@ -112,6 +270,10 @@ def test_install_script_installs_a_working_spamgate(tmp_path: Path, sink: Sink) 
     assert r.returncode == 0, r.stdout + r.stderr
     config = etc / "spamgate.toml"
     assert config.exists()
+    # State paths are absolute: the installed service does not depend on its working directory.
+    written = tomllib.loads(config.read_text())
+    assert written["store"]["url"] == f"sqlite:///{state}/state.db"
+    assert written["relay"]["maildir"] == f"{state}/mail"
     where = subprocess.run(
         [str(prefix / "bin" / "python"), "-c", "import proxy; print(proxy.__file__)"],
         cwd=tmp_path, env=env, capture_output=True, text=True, check=True,
@@ -142,3 +304,17 @@ def test_install_script_installs_a_working_spamgate(tmp_path: Path, sink: Sink) 
         proc.terminate()
         proc.wait(20)
     assert '"event":"transaction"' in (tmp_path / "out.log").read_text()
+    assert (state / "state.db").is_file()
+    assert not (tmp_path / "var").exists()  # nothing relative to the working directory
+
+
+def test_logrotate_config_signals_reopen() -> None:
+    """The shipped logrotate file renames (no copytruncate, which loses lines) and then sends
+    SIGUSR1 to the main process, which reopens the log file (tests/test_logrotate.py)."""
+    text = (DEPLOY / "spamgate.logrotate").read_text()
+    assert "copytruncate" not in re.sub(r"#.*", "", text)
+    post = re.search(r"postrotate\n(.*?)\n\s*endscript", text, re.S)
+    assert post is not None
+    assert "--signal=USR1" in post.group(1)
+    assert "--kill-whom=main" in post.group(1)
+    assert "spamgate.service" in post.group(1)

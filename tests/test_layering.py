@@ -26,9 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "state": BASE,
     "relay": BASE,
     "auth": BASE | {"dns"},
-    "checks": BASE | {"dns", "state", "auth", "smtp", "rules-files"},
-    "rules-files": set(),
-    "policy": BASE | {"rules-files"},
+    "checks": BASE | {"dns", "state", "auth", "smtp"},
+    "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
 }
 # Finer parts: the loader and docs generator assemble [checks.*] from each check's Options
@@ -38,7 +37,6 @@ PARTS = {
     "proxy.config.docs": "config-assembly",
     "proxy.observability.metrics": "metrics",
     "proxy.observability.config": "config",
-    "proxy.policy.paths": "rules-files",
 }
 
 

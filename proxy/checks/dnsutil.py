@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.config.fields import opt
+from proxy.config.paths import bundled_rules_dir
 from proxy.model import Symbol, SymbolDef
 
 DNS_TEMPFAIL = SymbolDef(
@@ -48,8 +49,6 @@ def temperror(symbol: SymbolDef, evidence: str, on_temperror: str) -> list[Symbo
 
 
 def default_patterns_file() -> Path:
-    from proxy.policy.rules import bundled_rules_dir
-
     return bundled_rules_dir() / "patterns" / "dynamic-hostnames.txt"
 
 

@@ -142,7 +142,10 @@ class RelayConfig:
         kind="hostport",
     )
     maildir: str = opt(
-        "var/mail", "Local Maildir root used when no downstream is set: one Maildir per recipient."
+        "var/mail",
+        "Local Maildir root used when no downstream is set: one Maildir per recipient. A relative "
+        "path is relative to the working directory (make run: ./var/mail of the checkout); "
+        "deploy/install.sh writes /var/lib/spamgate/mail.",
     )
     local_domains: list[str] = opt(
         ["example.test"],
@@ -188,7 +191,8 @@ class RelayConfig:
 class PolicyConfig:
     rules_dir: str = opt(
         "",
-        "Folder of shipped rule files (*.toml, *.yaml, read in name order); empty: the bundled rules/.",
+        "Folder of rule files (*.toml, *.yaml, read in name order); empty: the shipped rules, "
+        "rules/ of a source checkout, else the copy inside the installed package.",
     )
     site_rules: list[str] = opt(
         [], "Site rule files read after rules_dir; they override the shipped rules key by key."
@@ -214,7 +218,10 @@ class LogConfig:
         "'json' (one object per line) or 'console' (for people).",
         choices=("json", "console"),
     )
-    file: str = opt("", "Log file; empty: standard output.")
+    file: str = opt(
+        "",
+        "Log file; empty: standard output. Reopened at this path on SIGUSR1 and SIGHUP (log rotation).",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,10 @@ from typing import Any
 
 import yaml
 
+from proxy.config.paths import bundled_rules_dir
 from proxy.model import Action, Reply, Stage, SymbolDef
+
+__all__ = ["Rules", "RulesError", "SymbolRule", "bundled_rules_dir", "load_rules", "read_rule_file"]
 
 ACTIONS = ("", "accept", "tag", "tempfail", "reject")
 REPLY_KEYS = ("reject", "tempfail", "reject_connect", "tempfail_connect")
@@ -90,13 +93,6 @@ DEFAULT_REPLIES = {
     "reject_connect": "554 5.7.1 Service unavailable; client host rejected",
     "tempfail_connect": "421 4.7.0 Service temporarily unavailable, try again later",
 }
-
-
-def bundled_rules_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent.parent / "rules"
-    if here.is_dir():
-        return here
-    return Path("/usr/share/spamgate/rules")
 
 
 def read_rule_file(path: Path) -> tuple[dict[str, Any], str]:

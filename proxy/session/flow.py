@@ -113,7 +113,7 @@ class MailFlow:
 
     # -- HELO / EHLO -----------------------------------------------------------------------
 
-    async def greet(self, arg: str, *, esmtp: bool, tls: bool) -> None:
+    async def greet(self, arg: str, *, esmtp: bool) -> None:
         conn, gen = self.conn, self.gen
         if not arg:
             await self.wire.error(R.HELO_SYNTAX)
@@ -138,7 +138,7 @@ class MailFlow:
         if cfg.smtp.advertise_smtputf8:
             lines.append("SMTPUTF8")
         lines.append("ENHANCEDSTATUSCODES")
-        if gen.tls_context is not None and not tls:
+        if gen.tls_context is not None and not conn.tls:
             lines.append("STARTTLS")
         if cfg.smtp.advertise_dsn:
             lines.append("DSN")
@@ -146,13 +146,13 @@ class MailFlow:
 
     # -- MAIL ------------------------------------------------------------------------------
 
-    async def mail(self, arg: str, *, tls: bool) -> None:
+    async def mail(self, arg: str) -> None:
         conn, gen, wire = self.conn, self.gen, self.wire
         cfg = gen.config
         if not conn.helo:
             await wire.error(R.BAD_SEQUENCE_HELO)
             return
-        if cfg.tls.require and gen.tls_context is not None and not tls:
+        if cfg.tls.require and gen.tls_context is not None and not conn.tls:
             await wire.error(R.TLS_REQUIRED)
             return
         if self.txn is not None:

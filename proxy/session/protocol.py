@@ -15,21 +15,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import time
 import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import structlog
-from aiosmtpd.proxy_protocol import V2_CMD, get_proxy
 from aiosmtpd.smtp import SMTP as AiosmtpdSMTP
 from aiosmtpd.smtp import Session as AiosmtpdSession
 
 from proxy import replies as R
 from proxy.checks.base import CheckContext
-from proxy.model import Action, Connection, Reply, Stage, Transaction, new_connection_id
+from proxy.model import Action, Connection, Reply, Stage, Transaction
+from proxy.session.admission import behind_proxy, identify
 from proxy.session.flow import MailFlow
+from proxy.session.greeting import GreetingProbe
+from proxy.session.intake import Intake
 from proxy.session.runtime import Generation, Runtime
 from proxy.session.tls import start_tls
 from proxy.session.txlog import log_connection
@@ -39,15 +39,7 @@ from proxy.smtp.data import DataReader
 log = structlog.get_logger("spamgate")
 
 READER_LIMIT = 32 * 1024
-CHUNK = 64 * 1024
 JUNK_VERBS = frozenset({"NOOP", "RSET", "VRFY", "EXPN", "HELP", "EHLO", "HELO"})
-
-
-def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
-    ip = ipaddress.ip_address(text.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    return ip
 
 
 class SmtpSession(AiosmtpdSMTP):
@@ -86,17 +78,12 @@ class SmtpSession(AiosmtpdSMTP):
         self._closing = False
         self._admitted = False
         self._close_reason = ""
-        self._held = 0  # message bytes this session counts against the worker's budget
-        self._teased = False  # the 220- teaser went out: the greeting must end with 220
+        self._intake = Intake(runtime)
 
     @property
     def _flow(self) -> MailFlow:
         assert self.flow is not None, "commands are read only once the connection is accepted"
         return self.flow
-
-    @property
-    def _tls_on(self) -> bool:
-        return bool(self.conn is not None and self.conn.tls)
 
     @property
     def txn(self) -> Transaction | None:
@@ -182,6 +169,15 @@ class SmtpSession(AiosmtpdSMTP):
             return line
         return await self._reader.readuntil(b"\n")
 
+    async def _command_line(self) -> bytes | None:
+        """The next line, or None for one longer than the reader's limit (read and dropped)."""
+        try:
+            return await self._readline()
+        except asyncio.LimitOverrunError as e:
+            self._pending.clear()  # the line's start, left over from the DATA read
+            await self._discard_long_line(e.consumed)
+            return None
+
     async def _discard_long_line(self, consumed: int) -> None:
         await self._reader.readexactly(consumed)
         while True:
@@ -192,54 +188,14 @@ class SmtpSession(AiosmtpdSMTP):
                 await self._reader.readexactly(e.consumed)
 
     async def read_data(self, limit: int) -> DataReader:
-        """Read DATA up to CRLF.CRLF in large chunks, holding at most the worker's budget."""
-        reader = DataReader(limit)
-        rt = self.rt
-        budget = self.gen.config.limits.inflight_bytes
-        chunk: bytes | bytearray = self._pending
-        self._pending = bytearray()
-        read = self._reader.read
-        while True:
-            done = reader.feed(chunk)
-            held = reader.held if not done else len(reader.message)
-            rt.inflight += held - self._held
-            self._held = held
-            if done:
-                break
-            if rt.inflight > budget and not reader.over_budget:
-                reader.stop_holding()
-                rt.inflight -= self._held - reader.held
-                self._held = reader.held
-            chunk = await read(CHUNK)
-            if not chunk:
-                raise asyncio.IncompleteReadError(b"", None)
+        """Read DATA up to CRLF.CRLF in large chunks, within the worker's byte budget."""
+        first, self._pending = bytes(self._pending), bytearray()
+        reader = await self._intake.read(self._reader, first, limit, self.gen.config.limits.inflight_bytes)
         self._pending = bytearray(reader.leftover)
         return reader
 
     def release_data(self) -> None:
-        """The message is relayed or refused: its bytes no longer count against the budget."""
-        self.rt.inflight -= self._held
-        self._held = 0
-
-    # -- the greeting hook a connect check may use (pregreet) ------------------------------
-
-    async def send_teaser(self) -> None:
-        cfg = self.gen.config.server
-        self._teased = True
-        self._writer.write(f"220-{cfg.hostname} {cfg.banner}\r\n".encode())
-        await self._writer.drain()
-
-    def watch_early_input(self, delay: float) -> asyncio.Future[tuple[float, bytes] | None]:
-        return asyncio.ensure_future(self._watch(delay))
-
-    async def _watch(self, delay: float) -> tuple[float, bytes] | None:
-        start = time.monotonic()
-        try:
-            data: bytes = await asyncio.wait_for(self._reader.read(READER_LIMIT), delay)
-        except TimeoutError:
-            return None
-        self._pending += data
-        return time.monotonic() - start, data
+        self._intake.release()
 
     # -- the session ----------------------------------------------------------------------
 
@@ -266,21 +222,15 @@ class SmtpSession(AiosmtpdSMTP):
 
     async def _accept(self) -> Connection | None:
         gen = self.gen
-        peer = self.transport.get_extra_info("peername") or ("0.0.0.0", 0)
-        sock = self.transport.get_extra_info("sockname") or ("", 0)
-        peer_ip = _ip(peer[0])
-        ip, port = peer_ip, int(peer[1])
-        if gen.trusted_proxies and any(peer_ip in n for n in gen.trusted_proxies):
+        proxied = behind_proxy(self.transport, gen)
+        if proxied:
             self._reset_timeout(gen.config.proxy_protocol.timeout)
-            data = await get_proxy(self._reader)
-            if not data.valid:
-                log.warning("proxy_protocol_invalid", peer=str(peer_ip), error=data.error)
-                self._shut()
-                return None
-            if data.command != V2_CMD.LOCAL and data.src_addr is not None:
-                ip, port = _ip(str(data.src_addr)), int(data.src_port or 0)
+        conn = await identify(self.transport, self._reader, gen)
+        if conn is None:
+            self._shut()
+            return None
+        if proxied:
             self._reset_timeout()
-        conn = Connection(new_connection_id(), ip, port, (str(peer[0]), int(peer[1])), int(sock[1]))
         why = self.rt.admit(conn.ip_str)
         if why:
             self.conn = conn
@@ -299,7 +249,12 @@ class SmtpSession(AiosmtpdSMTP):
             self._shut()
             return False
         if gen.pipeline.has_stage(Stage.CONNECT):
-            await gen.pipeline.before_greeting(conn, self)
+            server = gen.config.server
+            probe = GreetingProbe(
+                self._reader, self._writer, self._pending, f"{server.hostname} {server.banner}"
+            )
+            await gen.pipeline.before_greeting(conn, probe)
+            teased = probe.teased  # the greeting began with "220-": it must end with 220
             hits = await gen.pipeline.run(Stage.CONNECT, CheckContext(Stage.CONNECT, conn))
             conn.connect_hits = hits
             verdict = gen.policy.decide(hits, Stage.CONNECT)
@@ -308,14 +263,14 @@ class SmtpSession(AiosmtpdSMTP):
                 reply = verdict.reply.with_ref(conn.conn_ref)
                 conn.rejected = reply
                 self._close_reason = f"connect_{verdict.action.label}"
-                if self._teased:
+                if teased:
                     # A reply keeps one code on all its lines: end the greeting as begun, then refuse.
                     await self.reply(greeting)
                 if verdict.action == Action.TEMPFAIL or reply.code == 421:
                     await self.reply(reply)
                     self._shut()
                     return False
-                if self._teased:
+                if teased:
                     await self._reject_until_quit(reply)
                     return False
                 await self.reply(reply)
@@ -329,14 +284,8 @@ class SmtpSession(AiosmtpdSMTP):
     async def _reject_until_quit(self, answer: Reply) -> None:
         """RFC 5321 3.1: after a 554 greeting, refuse everything until QUIT."""
         while not self._closing:
-            try:
-                line = await self._readline()
-            except asyncio.LimitOverrunError as e:
-                self._pending.clear()
-                await self._discard_long_line(e.consumed)
-                await self.error(answer)
-                continue
-            if line.rstrip(b"\r\n").upper() == b"QUIT":
+            line = await self._command_line()
+            if line is not None and line.rstrip(b"\r\n").upper() == b"QUIT":
                 await self.reply(R.BYE)
                 self._shut()
                 return
@@ -348,14 +297,8 @@ class SmtpSession(AiosmtpdSMTP):
         forbidden = self.gen.forbidden
         commands = self.COMMANDS
         while not self._closing and self.transport is not None:
-            try:
-                line = await self._readline()
-            except asyncio.LimitOverrunError as e:
-                self._pending.clear()  # the line's start, left over from the DATA read
-                await self._discard_long_line(e.consumed)
-                await self.error(R.LINE_TOO_LONG)
-                continue
-            if len(line) > max_line:
+            line = await self._command_line()
+            if line is None or len(line) > max_line:
                 await self.error(R.LINE_TOO_LONG)
                 continue
             try:
@@ -431,13 +374,13 @@ class SmtpSession(AiosmtpdSMTP):
     # -- the verbs ----------------------------------------------------------------------------
 
     async def smtp_HELO(self, arg: str) -> None:
-        await self._flow.greet(arg, esmtp=False, tls=self._tls_on)
+        await self._flow.greet(arg, esmtp=False)
 
     async def smtp_EHLO(self, arg: str) -> None:
-        await self._flow.greet(arg, esmtp=True, tls=self._tls_on)
+        await self._flow.greet(arg, esmtp=True)
 
     async def smtp_MAIL(self, arg: str) -> None:
-        await self._flow.mail(arg, tls=self._tls_on)
+        await self._flow.mail(arg)
 
     async def smtp_RCPT(self, arg: str) -> None:
         await self._flow.rcpt(arg)
@@ -463,11 +406,11 @@ class SmtpSession(AiosmtpdSMTP):
     async def smtp_VRFY(self, arg: str) -> None:
         await self.reply(R.NO_VRFY)
 
-    async def smtp_EXPN(self, arg: str) -> None:
-        await self.error(R.NOT_IMPLEMENTED)
-
     async def smtp_HELP(self, arg: str) -> None:
         await self.reply(R.HELP)
+
+    async def smtp_EXPN(self, arg: str) -> None:
+        await self.error(R.NOT_IMPLEMENTED)
 
     async def smtp_AUTH(self, arg: str) -> None:
         await self.error(R.AUTH_NOT_OFFERED)

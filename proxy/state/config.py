@@ -32,7 +32,9 @@ class StoreConfig:
     url: str = _url_opt(
         "sqlite:///var/state.db",
         "State backend: 'memory://', 'sqlite:///path' (one host), 'redis://', 'rediss://', "
-        "'redis+sentinel://h:p,h:p/service', 'redis+cluster://h:p,h:p'.",
+        "'redis+sentinel://h:p,h:p/service', 'redis+cluster://h:p,h:p'. 'sqlite:///var/state.db' is "
+        "relative to the working directory (make run: ./var/ of the checkout); 'sqlite:////abs/path' is "
+        "absolute: deploy/install.sh writes sqlite:////var/lib/spamgate/state.db.",
     )
     timeout: float = opt(
         "500ms", "Timeout of one store call; past it the check emits a temperror symbol.", kind="duration"
