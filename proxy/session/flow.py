@@ -304,21 +304,7 @@ class MailFlow:
                 await self._rset_downstream()
                 await wire.reply(reply)
                 return
-            problem = None
-            if reader.overflow:
-                problem = self._protocol_hit(SIZE_EXCEEDED, f"size>{cfg.limits.max_message_size}")
-                message = b""
-            else:
-                message = wire_data.unstuff(reader.message)
-                reader.message = b""
-                message, problem = self._message_problem(message)
-            if problem is not None:
-                txn.hits.append(problem)
-                verdict = self._decide([problem], Stage.DATA)
-                self._record(txn, verdict)
-                await self._reject_data(txn, (verdict.reply or R.SIZE_EXCEEDED).with_ref(txn.ref))
-                return
-            await self._data_stage(conn, txn, message)
+            await self._data_stage(conn, txn, reader)
         finally:
             wire.release_data()
 
@@ -350,8 +336,24 @@ class MailFlow:
         await self._rset_downstream()
         await self.wire.error(reply)
 
-    async def _data_stage(self, conn: Connection, txn: Transaction, message: bytes) -> None:
+    async def _data_stage(self, conn: Connection, txn: Transaction, reader: wire_data.DataReader) -> None:
+        """Checks, verdict, relay. The message exists once: taken from the reader, unstuffed in
+        place of the wire form, replaced by the relayed form (only this frame holds it)."""
         gen = self.gen
+        if reader.overflow:
+            problem: Hit | None = self._protocol_hit(
+                SIZE_EXCEEDED, f"size>{gen.config.limits.max_message_size}"
+            )
+            message = b""
+        else:
+            message, reader.message = wire_data.unstuff(reader.message), b""
+            message, problem = self._message_problem(message)
+        if problem is not None:
+            txn.hits.append(problem)
+            verdict = self._decide([problem], Stage.DATA)
+            self._record(txn, verdict)
+            await self._reject_data(txn, (verdict.reply or R.SIZE_EXCEEDED).with_ref(txn.ref))
+            return
         hits = conn.hits + txn.hits + merge_rcpt_hits(self.rcpt_hits, txn.accepted)
         if gen.pipeline.has_stage(Stage.DATA):
             t0 = time.monotonic()
