@@ -36,7 +36,8 @@ def _ids(sink: Sink) -> list[str]:
 
 def test_strict_sink_refuses_commands_out_of_order(sink: Sink) -> None:
     """The sink answers like Postfix: nested MAIL, RCPT before MAIL, DATA before RCPT and XCLIENT
-    in a transaction get 503; RSET, EHLO and a finished DATA end the transaction."""
+    in a transaction get 503; RSET, EHLO and a delivered message end the transaction, a message
+    refused at the end of data does not (as in Postfix)."""
     raw = Raw(sink.port)
     assert raw.reply().startswith("220 ")
     assert raw.cmd("MAIL FROM:<a@sender.test>") == "503 5.5.1 Error: send HELO/EHLO first"
@@ -56,7 +57,13 @@ def test_strict_sink_refuses_commands_out_of_order(sink: Sink) -> None:
     assert raw.cmd("DATA").startswith("354")
     assert raw.cmd("Subject: x\r\n\r\nhi\r\n.").startswith("250")
     assert raw.cmd("RCPT TO:<b@example.test>") == "503 5.5.1 Error: need MAIL command"
-    assert len(sink.state.sequence_errors) == 7
+    sink.state.data_reply = "451 4.3.0 Error: try again later"
+    assert raw.cmd("MAIL FROM:<a@sender.test>").startswith("250")
+    assert raw.cmd("RCPT TO:<b@example.test>").startswith("250")
+    assert raw.cmd("DATA").startswith("354")
+    assert raw.cmd("Subject: x\r\n\r\nhi\r\n.").startswith("451")
+    assert raw.cmd("MAIL FROM:<a@sender.test>") == "503 5.5.1 Error: nested MAIL command"
+    assert len(sink.state.sequence_errors) == 8
     raw.close()
 
 
@@ -81,6 +88,30 @@ def test_refused_data_command_is_followed_by_rset(
     assert sink.state.sequence_errors == []
     cmds = [c.split(" ")[0].upper() for c in sink.state.commands]
     assert cmds[cmds.index("DATA") + 1] == "RSET"
+    assert sink.state.connections == 1
+
+
+@pytest.mark.parametrize("refusal", ["451 4.3.0 Error: try again later", "554 5.7.1 Error: content rejected"])
+def test_refused_message_is_followed_by_rset(
+    sink: Sink, spamgate_factory: Callable[..., Spamgate], refusal: str
+) -> None:
+    """The downstream refuses the message at the end of data and keeps the envelope (Postfix
+    does after an smtpd_end_of_data_restrictions refusal): the client gets the refusal
+    verbatim, the downstream gets RSET, and the next transaction and the next client are
+    accepted."""
+    sg = _relay(sink, spamgate_factory)
+    sink.state.data_reply = refusal
+    with smtp(sg.port, "127.0.4.5") as c:
+        c.ehlo("client.sender.test")
+        assert c.mail("alice@sender.test")[0] == 250
+        assert c.rcpt("bob@example.test")[0] == 250
+        code, text = c.data(message("refused"))
+        assert f"{code} {text.decode()}" == refusal
+        sink.state.data_reply = ""
+        assert c.sendmail("alice@sender.test", ["bob@example.test"], message("same-session")) == {}
+    _send(sg.port, "127.0.4.5", "next-client")
+    assert _ids(sink) == ["same-session", "next-client"]
+    assert sink.state.sequence_errors == []
     assert sink.state.connections == 1
 
 

@@ -16,8 +16,9 @@ more than the downstream has confirmed:
   session may be pooled or given a MAIL.
 - ``MAIL``: MAIL written; the downstream may hold a sender and recipients. Its refusal goes
   back to ``IDLE``; RCPT stays here; ``rset()`` (RSET, 250) goes back to ``IDLE``.
-- ``DATA``: DATA written. The final reply (any) goes back to ``IDLE``; DATA refused (no 354)
-  goes back to ``MAIL`` and is followed at once by RSET.
+- ``DATA``: DATA written. A final 250 goes back to ``IDLE``; DATA refused (no 354) or the
+  message refused (a final 4xx/5xx: Postfix may keep the envelope) goes back to ``MAIL``
+  and is followed at once by RSET.
 - ``BROKEN``: a reply never came (timeout, connection lost, task cancelled, unexpected
   error): what the downstream holds is unknown, so the connection is aborted at once (no
   command can be sent on it, no late reply can be paired with a later command) and the session
@@ -326,8 +327,18 @@ class SmtpDownstream:
                 return _temporary(start.code, start.message)
             await self.rset()
             return from_downstream(start.code, start.message)
-        self.state = State.IDLE  # any final reply ends the transaction (RFC 5321 4.1.1.4)
-        return self._reply(final.code, final.message)
+        if final.code == 250:
+            self.state = State.IDLE
+            return from_downstream(final.code, final.message)
+        if final.code == 421:
+            self._abort()
+            return _temporary(final.code, final.message)
+        # RFC 5321 says a refused message ends the transaction, but Postfix keeps the envelope
+        # after an smtpd_end_of_data_restrictions refusal (the next MAIL gets "503 5.5.1 Error:
+        # nested MAIL command"): reset, so the session is idle whatever the downstream thinks.
+        self.state = State.MAIL
+        await self.rset()
+        return from_downstream(final.code, final.message)
 
     async def _transfer(
         self, client: aiosmtplib.SMTP, message: bytes

@@ -22,7 +22,9 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 Command order is enforced as strictly as Postfix's smtpd does: MAIL before HELO/EHLO, MAIL
 inside a transaction (``503 5.5.1 Error: nested MAIL command``), RCPT before MAIL, DATA before
 RCPT and XCLIENT inside a transaction all get a 503; sender and recipients are reset by a
-refused or completed transaction, RSET, HELO/EHLO and XCLIENT (which also forgets the EHLO).
+delivered message, RSET, HELO/EHLO and XCLIENT (which also forgets the EHLO). A message refused
+at the end of data (``data_reply``, a ``dot`` fault) keeps the envelope, as Postfix does after
+an ``smtpd_end_of_data_restrictions`` refusal: only RSET makes the session usable again.
 Every 503 the sink gave is recorded in ``state.sequence_errors`` ("<command>: <reply>"), so a
 test can assert spamgate never sent a command out of order.
 - ``stop()``/``start()``: the server is down / up again
@@ -213,24 +215,23 @@ class _Session:
                 if data is None:
                     return
                 if await self.fault("dot"):
-                    self.reset()
-                    continue
+                    continue  # refused: the envelope stays, as after a Postfix end-of-data reject
                 if st.data_reply:
                     await self.send(st.data_reply)
-                else:
-                    st.messages.append(
-                        Message(
-                            self.mail_from or "",
-                            self.mail_params,
-                            list(self.rcpts),
-                            dict(self.rcpt_params),
-                            data,
-                            dict(self.xclient),
-                            self.helo,
-                            self.tls,
-                        )
+                    continue
+                st.messages.append(
+                    Message(
+                        self.mail_from or "",
+                        self.mail_params,
+                        list(self.rcpts),
+                        dict(self.rcpt_params),
+                        data,
+                        dict(self.xclient),
+                        self.helo,
+                        self.tls,
                     )
-                    await self.send(f"250 2.0.0 Ok: queued as Q{len(st.messages)}")
+                )
+                await self.send(f"250 2.0.0 Ok: queued as Q{len(st.messages)}")
                 self.reset()
             elif verb == "RSET":
                 self.reset()
