@@ -32,6 +32,7 @@ Failure mapping (the client always gets a 4xx, nothing is reported delivered):
 - reply timeout, connection lost, 421 at any stage   -> 451 4.4.2 (session broken; the
   next MAIL reconnects; the downstream's 421 text is logged as ``downstream_closing``)
 - TLS required but not offered or handshake failed   -> 451 4.7.5
+- ``relay.xclient_mode = "required"`` and XCLIENT not offered or refused -> 451 4.7.0, no MAIL
 """
 
 from __future__ import annotations
@@ -48,12 +49,14 @@ from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException
 
 from proxy.config.fields import parse_hostport
 from proxy.config.schema import RelayConfig
+from proxy.observability import metrics
 from proxy.relay.base import ClientIdentity
 from proxy.replies import (
     DOWNSTREAM_LOST,
     DOWNSTREAM_NO_SMTPUTF8,
     DOWNSTREAM_TLS,
     DOWNSTREAM_UNAVAILABLE,
+    DOWNSTREAM_XCLIENT,
     Reply,
     from_downstream,
 )
@@ -227,8 +230,17 @@ class SmtpDownstream:
     # -- XCLIENT ------------------------------------------------------------------------------
 
     async def _xclient(self, client: aiosmtplib.SMTP, who: ClientIdentity) -> Reply | None:
-        """XCLIENT for ``who`` when needed; None to go on with MAIL."""
-        if not self.cfg.xclient or "xclient" not in self.caps or self._xclient_sent == who:
+        """XCLIENT for ``who`` when needed; None to go on with MAIL, else the client's reply."""
+        cfg = self.cfg
+        required = cfg.xclient_mode == "required"
+        if self._xclient_sent == who:
+            return None
+        if not cfg.xclient or "xclient" not in self.caps:
+            if required:
+                why = "not_offered" if cfg.xclient else "disabled"
+                log.warning("xclient_unavailable", downstream=cfg.downstream, reason=why, client_ip=who.addr)
+                metrics.xclient_refused(why)
+                return DOWNSTREAM_XCLIENT
             return None
         addr = f"IPV6:{who.addr}" if ":" in who.addr else who.addr  # Postfix XCLIENT_README
         attrs = [
@@ -247,8 +259,22 @@ class SmtpDownstream:
             self._abort()
             raise _Lost(str(response))
         if response.code != 220:
-            # Not authorised for XCLIENT: relay without it rather than fail the mail.
-            self.caps = self.caps - {"xclient"}
+            # Not authorised: the downstream would judge the mail by spamgate's own address
+            # (an open relay if spamgate is in its mynetworks). Never silent.
+            reply = str(from_downstream(response.code, response.message))
+            log.warning(
+                "xclient_refused", downstream=cfg.downstream, downstream_reply=reply, client_ip=who.addr
+            )
+            metrics.xclient_refused("refused")
+            # The downstream keeps its previous XCLIENT identity (if any) after a refusal:
+            # do not let it stand for this client.
+            if self._xclient_sent is not None:
+                self._abort()
+                return DOWNSTREAM_XCLIENT if required else DOWNSTREAM_LOST
+            if required:
+                await self.close()  # the next try gets a new session (maybe a fixed downstream)
+                return DOWNSTREAM_XCLIENT
+            self.caps = self.caps - {"xclient"}  # once per downstream session is enough
             return None
         # The downstream forgets the EHLO after XCLIENT: greet again.
         self._xclient_sent = None
