@@ -8,11 +8,16 @@ fresh transaction that must be accepted and with no 503 at the sink.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
 import pytest
 
+from proxy.config.loader import from_dict
+from proxy.relay.base import ClientIdentity
+from proxy.relay.pool import DownstreamPool
+from proxy.relay.smtp import State
 from tests.harness.clients import Raw, message, smtp
 from tests.harness.proc import Spamgate
 from tests.harness.sink import Sink
@@ -187,4 +192,83 @@ def test_rset_refused_closes_the_session(sink: Sink, spamgate_factory: Callable[
         assert c.sendmail("alice@sender.test", ["bob@example.test"], message("after-rset")) == {}
     assert _ids(sink) == ["after-rset"]
     assert sink.state.sequence_errors == []
+    assert sink.state.connections == 2
+
+
+# -- the state machine itself, in process, against the sink on loopback ------------------------
+
+IDENT = ClientIdentity("192.0.2.7", 25, "", "client.sender.test", "ESMTP")
+
+
+def _pool(sink: Sink) -> DownstreamPool:
+    cfg = from_dict({"relay": {"downstream": f"127.0.0.1:{sink.port}", "command_timeout": "5s"}}).relay
+    return DownstreamPool(cfg, "mx.spamgate.test")
+
+
+async def test_states_follow_the_replies(sink: Sink) -> None:
+    """IDLE after open; MAIL once MAIL is written (and while its reply is outstanding: busy);
+    IDLE again after a refused MAIL, a delivered message or RSET; only IDLE sessions are pooled."""
+    pool = _pool(sink)
+    ds = pool.acquire()
+    assert ds.state is State.CLOSED
+    assert await ds.open() is None
+    assert ds.idle
+    sink.state.fail_at = {"mail": "451 4.3.0 later"}
+    assert (await ds.mail("a@sender.test", {}, IDENT)).code == 451
+    assert ds.idle
+    sink.state.fail_at = {}
+    assert (await ds.mail("a@sender.test", {}, IDENT)).code == 250
+    assert ds.state is State.MAIL
+    assert not ds.idle
+    assert (await ds.rcpt("bob@example.test", {})).code == 250
+    assert ds.state is State.MAIL
+    assert (await ds.data(b"Subject: s\r\n\r\nhi\r\n")).code == 250
+    assert ds.idle
+    assert (await ds.mail("a@sender.test", {}, IDENT)).code == 250
+    await ds.rset()
+    assert ds.idle
+    pool.release(ds)
+    assert pool.acquire() is ds
+    await ds.close()
+    assert ds.state is State.CLOSED
+    assert sink.state.sequence_errors == []
+
+
+@pytest.mark.parametrize("stage", ["mail", "rcpt", "data", "dot", "rset"])
+async def test_cancelled_while_waiting_for_a_reply_breaks_the_session(sink: Sink, stage: str) -> None:
+    """The task is cancelled (the client dropped) while a reply is outstanding: the connection
+    is aborted at once (BROKEN, nothing left to reuse), the pool refuses it, and the next
+    session from the pool is a new connection that works."""
+    pool = _pool(sink)
+    ds = pool.acquire()
+    if stage != "mail":
+        assert (await ds.mail("a@sender.test", {}, IDENT)).code == 250
+    if stage in ("data", "dot"):
+        assert (await ds.rcpt("bob@example.test", {})).code == 250
+    sink.state.delays = {stage: 1.0}
+    calls = {
+        "mail": lambda: ds.mail("a@sender.test", {}, IDENT),
+        "rcpt": lambda: ds.rcpt("bob@example.test", {}),
+        "data": lambda: ds.data(b"Subject: s\r\n\r\nhi\r\n"),
+        "dot": lambda: ds.data(b"Subject: s\r\n\r\nhi\r\n"),
+        "rset": ds.rset,
+    }
+    task = asyncio.ensure_future(calls[stage]())
+    await asyncio.sleep(0.3)
+    assert ds.busy
+    assert not ds.idle
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert ds.state is State.BROKEN
+    assert not ds.alive
+    pool.release(ds)
+    assert pool.idle == []
+    sink.state.delays = {}
+    fresh = pool.acquire()
+    assert fresh is not ds
+    assert (await fresh.mail("a@sender.test", {}, IDENT)).code == 250
+    await fresh.close()
+    await pool.close()
+    await asyncio.sleep(0.05)  # the background close of the broken one
     assert sink.state.connections == 2

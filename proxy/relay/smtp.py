@@ -440,12 +440,13 @@ class SmtpDownstream:
         self._xclient_sent = None
         if client is None:
             return
-        if clean and client.is_connected:
-            try:
+        try:
+            if clean and client.is_connected:
                 await client.quit(timeout=2)
-            except (SMTPException, OSError, TimeoutError):
-                pass
-        client.close()
+        except (SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            client.close()  # also when cancelled while waiting for QUIT's reply
 
 
 def _temporary(code: int, message: str) -> Reply:
