@@ -70,6 +70,9 @@ CONNECT_REJECTED_BUSY = Reply(503, "5.5.1", "Connection rejected; only QUIT is a
 DOWNSTREAM_UNAVAILABLE = Reply(451, "4.4.1", "Downstream server unavailable, try again later")
 DOWNSTREAM_LOST = Reply(451, "4.4.2", "Connection to downstream server lost, try again later")
 DOWNSTREAM_TLS = Reply(451, "4.7.5", "Downstream TLS required but not available, try again later")
+DOWNSTREAM_XCLIENT = Reply(
+    451, "4.7.0", "Downstream server did not accept the client's identity (XCLIENT), try again later"
+)
 INTERNAL_ERROR = Reply(451, "4.3.0", "Local error in processing, try again later")
 INTERNAL_ERROR_CLOSING = Reply(421, "4.3.0", "Local error in processing, closing connection")
 DOWNSTREAM_NO_SMTPUTF8 = Reply(553, "5.6.7", "Downstream server does not support SMTPUTF8")

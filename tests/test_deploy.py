@@ -3,6 +3,7 @@ the settings the docs promise (hardening, probes, client address preservation)."
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import signal
@@ -131,6 +132,22 @@ def test_compose_file() -> None:
     assert "redis://redis" in s["spamgate"]["environment"]["SPAMGATE__STORE__URL"]
     assert s["postfix"]["environment"]["POSTFIX_smtpd_authorized_xclient_hosts"]
     from_dict(tomllib.loads((DEPLOY / "spamgate.toml").read_text()))
+
+
+def test_compose_downstream_never_trusts_spamgate_by_address() -> None:
+    """Postfix's mynetworks holds none of spamgate's addresses (a session whose XCLIENT was
+    refused or not offered would otherwise relay anywhere), and spamgate requires XCLIENT."""
+    (compose,) = _docs(DEPLOY / "docker-compose.yml")
+    env = compose["services"]["postfix"]["environment"]
+    (ipam,) = compose["networks"]["mail"]["ipam"]["config"]
+    spamgate_net = ipaddress.ip_network(ipam["subnet"])
+    trusted = [ipaddress.ip_network(n) for n in re.split(r"[\s,]+", env["POSTFIX_mynetworks"]) if n]
+    assert trusted
+    assert not any(n.overlaps(spamgate_net) for n in trusted), trusted
+    assert ipaddress.ip_network(env["POSTFIX_smtpd_authorized_xclient_hosts"]).overlaps(spamgate_net)
+    cfg = from_dict(tomllib.loads((DEPLOY / "spamgate.toml").read_text()))
+    assert cfg.relay.xclient
+    assert cfg.relay.xclient_mode == "required"
 
 
 def test_systemd_unit_hardening() -> None:

@@ -113,6 +113,14 @@ def test_no_message_lost_under_random_faults(sink: Sink, spamgate_factory: Calla
             assert code == 451, (mid, code, text)
             assert text.startswith("4.4.2 "), (mid, code, text)
     assert all(v == 1 for v in at_sink.values())
+    # Every 5xx is one the downstream gave (its fault texts), and spamgate never sent the
+    # downstream a command out of order (a pooled session is idle when reused).
+    own = {"5.1.8 bad sender", "5.1.1 unknown", "5.5.1 no", "5.7.1 spam"}
+    for mid in refused:
+        code, text = told[mid]
+        if code >= 500:
+            assert text in own, (mid, code, text)
+    assert sink.state.sequence_errors == []
 
     # The log tells the same story as the replies.
     txs = sg.wait_log("transaction", count=1)
@@ -178,3 +186,4 @@ def test_no_loss_with_concurrent_clients(sink: Sink, spamgate_factory: Callable[
     assert at_sink == delivered
     assert len(delivered) > 40
     assert len(delivered) < len(outcome)  # faults did happen
+    assert sink.state.sequence_errors == []

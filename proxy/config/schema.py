@@ -174,6 +174,14 @@ class RelayConfig:
     tls_server_name: str = opt("", "Name to verify the downstream certificate against; empty: do not verify.")
     tls_ca_file: str = opt("", "CA bundle to verify the downstream certificate; empty: system store.")
     xclient: bool = opt(True, "Send XCLIENT (ADDR, NAME, HELO, PROTO) when the downstream advertises it.")
+    xclient_mode: str = opt(
+        "optional",
+        "'optional': without XCLIENT (not offered, refused, or xclient = false) mail is relayed under"
+        " spamgate's own address (a refusal is logged as xclient_refused and counted); 'required':"
+        " then the downstream gets no MAIL and the client 451 4.7.0. Use 'required' whenever the"
+        " downstream trusts spamgate's address (mynetworks).",
+        choices=("optional", "required"),
+    )
     pool_size: int = opt(
         64, "Idle downstream sessions kept per worker for reuse by later clients; 0: no reuse.", minimum=0
     )

@@ -97,6 +97,13 @@ class _Metrics:
             ["kind"],
             registry=reg,
         )
+        self.xclient_refused = Counter(
+            "spamgate_xclient_refused",
+            "XCLIENT the downstream refused (refused); with relay.xclient_mode = required also the mail"
+            " tempfailed because XCLIENT was not offered (not_offered) or relay.xclient is false (disabled).",
+            ["reason"],
+            registry=reg,
+        )
         self.store_errors = Counter(
             "spamgate_store_errors",
             "Store calls that failed or timed out, by backend and operation.",
@@ -194,6 +201,12 @@ def list_health(zone: str, healthy: bool) -> None:
     """A DNS list's health after a probe (False: disabled, not trusted)."""
     if _m is not None:
         _m.list_health.labels(zone).set(1 if healthy else 0)
+
+
+def xclient_refused(reason: str) -> None:
+    """XCLIENT refused ('refused'), or required and not offered ('not_offered') or off ('disabled')."""
+    if _m is not None:
+        _m.xclient_refused.labels(reason).inc()
 
 
 def store_error(backend: str, operation: str) -> None:

@@ -7,6 +7,12 @@ healthy and outside a transaction goes back to the pool, and the next client ses
 it. XCLIENT is re-sent whenever the client identity differs (see ``SmtpDownstream._xclient``),
 so the downstream always sees the real client.
 
+Only a session that is provably idle at the protocol level (``SmtpDownstream.idle``: state
+IDLE, no reply outstanding, still connected) is kept or handed out. A session given back in
+the middle of a transaction whose replies are all known (state MAIL: the client left after
+MAIL or RCPT) is reset in the background first (RSET, 250) and kept only if that worked;
+anything else (a reply outstanding, DATA in progress, broken) is closed. See docs/RELAY.md.
+
 Bounds: at most ``relay.pool_size`` idle sessions, each idle at most
 ``relay.pool_idle_timeout`` (keep it below the downstream's own idle timeout) and reused at
 most ``relay.pool_max_uses`` times. A session the downstream closed while idle is detected
@@ -20,7 +26,7 @@ import time
 from typing import Any
 
 from proxy.config.schema import RelayConfig
-from proxy.relay.smtp import SmtpDownstream
+from proxy.relay.smtp import SmtpDownstream, State
 
 _closing: set[asyncio.Task[Any]] = set()
 
@@ -45,7 +51,7 @@ class DownstreamPool:
         self._expire(now)
         while self.idle:
             _, ds = self.idle.pop()
-            if ds.alive and not ds.in_txn:
+            if ds.idle:
                 ds.reused = True
                 self.reused += 1
                 return ds
@@ -53,19 +59,30 @@ class DownstreamPool:
         self.opened += 1
         return SmtpDownstream(self.cfg, self.helo_name)
 
+    def _wanted(self, ds: SmtpDownstream) -> bool:
+        cfg = self.cfg
+        return not self.closed and ds.uses < cfg.pool_max_uses and len(self.idle) < cfg.pool_size
+
     def release(self, ds: SmtpDownstream) -> None:
         """Give a downstream session back at the end of a client session."""
-        cfg = self.cfg
-        if (
-            not self.closed
-            and ds.alive
-            and not ds.in_txn
-            and ds.uses < cfg.pool_max_uses
-            and len(self.idle) < cfg.pool_size
-        ):
-            self.idle.append((time.monotonic(), ds))
-            return
+        if self._wanted(ds):
+            if ds.idle:
+                self.idle.append((time.monotonic(), ds))
+                return
+            if ds.state is State.MAIL and not ds.busy and ds.alive:
+                task = asyncio.ensure_future(self._reset_then_keep(ds))
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
+                return
         close_later(ds)
+
+    async def _reset_then_keep(self, ds: SmtpDownstream) -> None:
+        """RSET a session left in a transaction; keep it only when the downstream said 250."""
+        await ds.rset()
+        if ds.idle and self._wanted(ds):
+            self.idle.append((time.monotonic(), ds))
+        else:
+            await ds.close()
 
     def _expire(self, now: float) -> None:
         limit = now - self.cfg.pool_idle_timeout

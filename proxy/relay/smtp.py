@@ -7,29 +7,56 @@ requires. MAIL and RCPT are sent raw with ``execute_command`` so the client gets
 downstream's exact reply for every recipient; parameters are passed on only when the
 downstream advertises their extension (SIZE, BODY=8BITMIME, SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT).
 
+Protocol state (:class:`State`, see docs/RELAY.md "Downstream session states"): set *before*
+each command is written and moved on only by that command's reply, so the state never claims
+more than the downstream has confirmed:
+
+- ``CLOSED``: no connection. ``open()`` connects.
+- ``IDLE``: connected, no transaction, no reply outstanding. The only state in which the
+  session may be pooled or given a MAIL.
+- ``MAIL``: MAIL written; the downstream may hold a sender and recipients. Its refusal goes
+  back to ``IDLE``; RCPT stays here; ``rset()`` (RSET, 250) goes back to ``IDLE``.
+- ``DATA``: DATA written. A final 250 goes back to ``IDLE``; DATA refused (no 354) or the
+  message refused (a final 4xx/5xx: Postfix may keep the envelope) goes back to ``MAIL``
+  and is followed at once by RSET.
+- ``BROKEN``: a reply never came (timeout, connection lost, task cancelled, unexpected
+  error): what the downstream holds is unknown, so the connection is aborted at once (no
+  command can be sent on it, no late reply can be paired with a later command) and the session
+  is never reused. ``open()`` replaces it with a new connection.
+
+``busy`` is True while a command's reply is outstanding; a cancellation in that window (the
+client dropped while we waited) breaks the session, whatever the state was.
+
 Failure mapping (the client always gets a 4xx, nothing is reported delivered):
 - connect refused / greeting timeout / EHLO failure  -> 451 4.4.1
-- reply timeout, connection lost, 421 at any stage   -> 451 4.4.2 (session marked dead; the
+- reply timeout, connection lost, 421 at any stage   -> 451 4.4.2 (session broken; the
   next MAIL reconnects; the downstream's 421 text is logged as ``downstream_closing``)
 - TLS required but not offered or handshake failed   -> 451 4.7.5
+- ``relay.xclient_mode = "required"`` and XCLIENT not offered or refused -> 451 4.7.0, no MAIL
 """
 
 from __future__ import annotations
 
+import enum
+import re
 import ssl
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import aiosmtplib
 import structlog
-from aiosmtplib import SMTPDataError, SMTPException, SMTPResponse, SMTPResponseException
+from aiosmtplib import SMTPException, SMTPResponse, SMTPResponseException
 
 from proxy.config.fields import parse_hostport
 from proxy.config.schema import RelayConfig
+from proxy.observability import metrics
 from proxy.relay.base import ClientIdentity
 from proxy.replies import (
     DOWNSTREAM_LOST,
     DOWNSTREAM_NO_SMTPUTF8,
     DOWNSTREAM_TLS,
     DOWNSTREAM_UNAVAILABLE,
+    DOWNSTREAM_XCLIENT,
     Reply,
     from_downstream,
 )
@@ -45,6 +72,16 @@ log = structlog.get_logger("spamgate")
 
 RCPT_PARAM_EXT = {"NOTIFY": "dsn", "ORCPT": "dsn"}
 _XTEXT_SAFE = frozenset(range(33, 127)) - {ord("+"), ord("=")}
+_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
+T = TypeVar("T")
+
+
+class State(enum.Enum):
+    CLOSED = "closed"
+    IDLE = "idle"
+    MAIL = "mail"
+    DATA = "data"
+    BROKEN = "broken"
 
 
 def xtext(value: str) -> str:
@@ -66,6 +103,10 @@ def _params(params: dict[str, str | None], allowed: dict[str, str], caps: frozen
     return out
 
 
+class _Lost(Exception):
+    """A command's reply never came: the session is broken (already aborted)."""
+
+
 class SmtpDownstream:
     def __init__(self, cfg: RelayConfig, helo_name: str) -> None:
         self.cfg = cfg
@@ -73,7 +114,8 @@ class SmtpDownstream:
         self.helo_name = helo_name
         self.client: aiosmtplib.SMTP | None = None
         self.caps: frozenset[str] = frozenset()
-        self.in_txn = False
+        self.state = State.CLOSED
+        self.busy = False  # a command was written and its reply has not been read yet
         self.uses = 0  # client sessions served
         self.reused = False  # taken from the pool: may have been closed by the server meanwhile
         self._xclient_sent: ClientIdentity | None = None
@@ -87,6 +129,16 @@ class SmtpDownstream:
     def alive(self) -> bool:
         return self.client is not None and self.client.is_connected
 
+    @property
+    def idle(self) -> bool:
+        """Connected, outside any transaction, no reply outstanding: safe to hand to anyone."""
+        return self.state is State.IDLE and not self.busy and self.alive
+
+    @property
+    def in_txn(self) -> bool:
+        """The downstream may hold a sender or recipients (kept for callers of the old flag)."""
+        return self.state in (State.MAIL, State.DATA)
+
     def _tls_context(self) -> ssl.SSLContext:
         if self._tls_ctx is None:
             ctx = ssl.create_default_context(cafile=self.cfg.tls_ca_file or None)
@@ -96,8 +148,42 @@ class SmtpDownstream:
             self._tls_ctx = ctx
         return self._tls_ctx
 
+    # -- the one way a command is exchanged -------------------------------------------------
+
+    async def _exchange(self, state: State, command: Awaitable[T]) -> T:
+        """Await one command's reply with ``state`` set before it is written.
+
+        Anything but a plain reply (timeout, lost connection, cancellation, a reply aiosmtplib
+        raises for, a bug) leaves the downstream in a state we cannot vouch for: the connection
+        is aborted on the spot, synchronously, so even a cancelled task leaves nothing that
+        could be reused. Raises :class:`_Lost` (or re-raises SMTPResponseException and the
+        cancellation).
+        """
+        self.state = state
+        self.busy = True
+        try:
+            result = await command
+        except BaseException as exc:
+            self._abort()
+            if isinstance(exc, SMTPResponseException) or not isinstance(exc, Exception):
+                raise  # a junk or refused greeting reply; CancelledError: aborted, then propagate
+            raise _Lost(repr(exc)) from exc
+        self.busy = False
+        return result
+
+    def _abort(self) -> None:
+        """BROKEN: drop the connection now (no QUIT: a late reply must never be read)."""
+        self.state = State.BROKEN
+        self.busy = False
+        client, self.client = self.client, None
+        self._xclient_sent = None
+        if client is not None:
+            client.close()
+
+    # -- opening ------------------------------------------------------------------------------
+
     async def open(self) -> Reply | None:
-        if self.alive:
+        if self.alive and self.state is not State.BROKEN:
             return None
         await self.close()
         client = aiosmtplib.SMTP(
@@ -118,10 +204,14 @@ class SmtpDownstream:
         except (SMTPException, OSError, TimeoutError):
             client.close()
             return DOWNSTREAM_UNAVAILABLE
+        except BaseException:
+            client.close()  # cancelled while opening: nothing may stay connected
+            raise
         self.client = client
         self.caps = frozenset(client.esmtp_extensions)
         self._xclient_sent = None
-        self.in_txn = False
+        self.state = State.IDLE
+        self.busy = False
         return None
 
     async def _starttls(self, client: aiosmtplib.SMTP) -> Reply | None:
@@ -137,9 +227,21 @@ class SmtpDownstream:
             return DOWNSTREAM_TLS if self.cfg.tls == "required" else DOWNSTREAM_UNAVAILABLE
         return None
 
-    async def _xclient(self, client: aiosmtplib.SMTP, who: ClientIdentity) -> None:
-        if not self.cfg.xclient or "xclient" not in self.caps or self._xclient_sent == who:
-            return
+    # -- XCLIENT ------------------------------------------------------------------------------
+
+    async def _xclient(self, client: aiosmtplib.SMTP, who: ClientIdentity) -> Reply | None:
+        """XCLIENT for ``who`` when needed; None to go on with MAIL, else the client's reply."""
+        cfg = self.cfg
+        required = cfg.xclient_mode == "required"
+        if self._xclient_sent == who:
+            return None
+        if not cfg.xclient or "xclient" not in self.caps:
+            if required:
+                why = "not_offered" if cfg.xclient else "disabled"
+                log.warning("xclient_unavailable", downstream=cfg.downstream, reason=why, client_ip=who.addr)
+                metrics.xclient_refused(why)
+                return DOWNSTREAM_XCLIENT
+            return None
         addr = f"IPV6:{who.addr}" if ":" in who.addr else who.addr  # Postfix XCLIENT_README
         attrs = [
             f"ADDR={xtext(addr)}",
@@ -150,14 +252,37 @@ class SmtpDownstream:
         supported = client.esmtp_extensions.get("xclient", "").upper().split()
         if supported:
             attrs = [a for a in attrs if a.split("=", 1)[0] in supported]
-        response = await client.execute_command(b"XCLIENT", *(a.encode() for a in attrs))
+        response = await self._exchange(
+            State.IDLE, client.execute_command(b"XCLIENT", *(a.encode() for a in attrs))
+        )
+        if response.code == 421:
+            self._abort()
+            raise _Lost(str(response))
         if response.code != 220:
-            # Not authorised for XCLIENT: relay without it rather than fail the mail.
-            self.caps = self.caps - {"xclient"}
-            return
+            # Not authorised: the downstream would judge the mail by spamgate's own address
+            # (an open relay if spamgate is in its mynetworks). Never silent.
+            reply = str(from_downstream(response.code, response.message))
+            log.warning(
+                "xclient_refused", downstream=cfg.downstream, downstream_reply=reply, client_ip=who.addr
+            )
+            metrics.xclient_refused("refused")
+            # The downstream keeps its previous XCLIENT identity (if any) after a refusal:
+            # do not let it stand for this client.
+            if self._xclient_sent is not None:
+                self._abort()
+                return DOWNSTREAM_XCLIENT if required else DOWNSTREAM_LOST
+            if required:
+                await self.close()  # the next try gets a new session (maybe a fixed downstream)
+                return DOWNSTREAM_XCLIENT
+            self.caps = self.caps - {"xclient"}  # once per downstream session is enough
+            return None
         # The downstream forgets the EHLO after XCLIENT: greet again.
-        await client.ehlo()
+        self._xclient_sent = None
+        await self._exchange(State.IDLE, client.ehlo())
         self._xclient_sent = who
+        return None
+
+    # -- the transaction ----------------------------------------------------------------------
 
     async def mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
         if self.reused:
@@ -170,115 +295,158 @@ class SmtpDownstream:
         return await self._mail(sender, params, identity)
 
     async def _mail(self, sender: str, params: dict[str, str | None], identity: ClientIdentity) -> Reply:
+        if self.state in (State.MAIL, State.DATA) and not self.busy:
+            await self.rset()  # a transaction the caller left open: never a nested MAIL
         failure = await self.open()
         if failure is not None:
             return failure
         client = self.client
-        assert client is not None
+        if client is None or not self.idle:
+            self._abort()
+            return DOWNSTREAM_LOST
         if params.get("SMTPUTF8", "") is None and "smtputf8" not in self.caps:
             return DOWNSTREAM_NO_SMTPUTF8
         try:
-            await self._xclient(client, identity)
+            refused = await self._xclient(client, identity)
+            if refused is not None:
+                return refused
             arg = b"FROM:<" + sender.encode("utf-8", "surrogateescape") + b">"
-            response = await client.execute_command(b"MAIL", arg, *_params(params, MAIL_PARAM_EXT, self.caps))
+            command = client.execute_command(b"MAIL", arg, *_params(params, MAIL_PARAM_EXT, self.caps))
+            response = await self._exchange(State.MAIL, command)
         except SMTPResponseException as exc:
-            await self.close()
+            self._abort()
             return _temporary(exc.code, exc.message)
-        except (SMTPException, OSError, TimeoutError, ValueError):
-            await self.close()
+        except (_Lost, ValueError):
+            self._abort()
             return DOWNSTREAM_LOST
-        self.in_txn = response.code == 250
+        if response.code != 250:
+            self.state = State.IDLE  # refused: no transaction downstream
         return self._reply(response.code, response.message)
 
     async def rcpt(self, rcpt: str, params: dict[str, str | None]) -> Reply:
         client = self.client
-        if client is None:
+        if client is None or self.state is not State.MAIL or self.busy:
             return DOWNSTREAM_LOST
         try:
             arg = b"TO:<" + rcpt.encode("utf-8", "surrogateescape") + b">"
-            response = await client.execute_command(b"RCPT", arg, *_params(params, RCPT_PARAM_EXT, self.caps))
-        except (SMTPException, OSError, TimeoutError, ValueError):
-            await self.close()
+            command = client.execute_command(b"RCPT", arg, *_params(params, RCPT_PARAM_EXT, self.caps))
+            response = await self._exchange(State.MAIL, command)
+        except (SMTPResponseException, _Lost, ValueError):
+            self._abort()
             return DOWNSTREAM_LOST
         return self._reply(response.code, response.message)
 
     async def data(self, message: bytes) -> Reply:
         client = self.client
-        if client is None:
+        if client is None or self.state is not State.MAIL or self.busy:
             return DOWNSTREAM_LOST
         try:
-            response = await self._transfer(client, message)
-        except SMTPResponseException as exc:
-            self.in_txn = False
-            if exc.code == 421 or not client.is_connected:
-                await self.close()
-                return _temporary(exc.code, exc.message)
-            return from_downstream(exc.code, exc.message)
-        except (SMTPException, OSError, TimeoutError):
-            await self.close()
+            start, final = await self._transfer(client, message)
+        except (SMTPResponseException, _Lost, ValueError):
+            self._abort()
             return DOWNSTREAM_LOST
-        self.in_txn = False
-        return from_downstream(response.code, response.message)
+        if final is None:
+            # DATA refused: the downstream still holds the sender and recipients.
+            self.state = State.MAIL
+            if start.code == 421:
+                self._abort()
+                return _temporary(start.code, start.message)
+            await self.rset()
+            return from_downstream(start.code, start.message)
+        if final.code == 250:
+            self.state = State.IDLE
+            return from_downstream(final.code, final.message)
+        if final.code == 421:
+            self._abort()
+            return _temporary(final.code, final.message)
+        # RFC 5321 says a refused message ends the transaction, but Postfix keeps the envelope
+        # after an smtpd_end_of_data_restrictions refusal (the next MAIL gets "503 5.5.1 Error:
+        # nested MAIL command"): reset, so the session is idle whatever the downstream thinks.
+        self.state = State.MAIL
+        await self.rset()
+        return from_downstream(final.code, final.message)
 
-    async def _transfer(self, client: aiosmtplib.SMTP, message: bytes) -> SMTPResponse:
-        """DATA with dot-stuffing by ``bytes.replace`` (about 1 ms/MB instead of aiosmtplib's ~8).
+    async def _transfer(
+        self, client: aiosmtplib.SMTP, message: bytes
+    ) -> tuple[SMTPResponse, SMTPResponse | None]:
+        """DATA and the message; returns (reply to DATA, final reply or None when DATA was refused).
 
-        Exact only for CRLF-only content, which the session guarantees (bare CR/LF are
-        rejected or normalised). Anything else takes aiosmtplib's normalising path, so a bare
-        LF can never end the data early downstream (SMTP smuggling).
+        Dot-stuffing by ``bytes.replace`` (about 1 ms/MB instead of aiosmtplib's ~8), exact for
+        CRLF-only content. Content with bare CR or LF (the session normally rejects or
+        normalises it) gets every line ending made CRLF first, as aiosmtplib's ``data()``
+        does, so a bare LF can never end the data early downstream (SMTP smuggling).
         """
         proto = client.protocol
-        crlf = message.count(b"\r\n")
         lock = proto._command_lock if proto is not None else None
-        if proto is None or lock is None or message.count(b"\n") != crlf or message.count(b"\r") != crlf:
-            return await client.data(message, timeout=self.cfg.data_timeout)
+        if proto is None or lock is None:
+            raise _Lost("not connected")
+        crlf = message.count(b"\r\n")
+        if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
+            message = _LINE_ENDINGS.sub(b"\r\n", message)
         stuffed = message.replace(b"\r\n.", b"\r\n..")
         if stuffed.startswith(b"."):
             stuffed = b"." + stuffed
         if stuffed and not stuffed.endswith(b"\r\n"):
             stuffed += b"\r\n"
+
         # The same steps as aiosmtplib's execute_data_command (pinned <6; see the contract test).
-        async with lock:
-            proto._response_pending = True
-            proto.write(b"DATA\r\n")
-            start = await proto.read_response(timeout=self.cfg.command_timeout)
-            if start.code != 354:
-                raise SMTPDataError(start.code, start.message)
-            proto._response_pending = True
-            proto.write(stuffed + b".\r\n")
-            response = await proto.read_response(timeout=self.cfg.data_timeout)
-        if response.code != 250:
-            raise SMTPDataError(response.code, response.message)
-        return response
+        async def command() -> SMTPResponse:
+            async with lock:
+                proto._response_pending = True
+                proto.write(b"DATA\r\n")
+                return await proto.read_response(timeout=self.cfg.command_timeout)
+
+        async def content() -> SMTPResponse:
+            async with lock:
+                proto._response_pending = True
+                proto.write(stuffed + b".\r\n")
+                return await proto.read_response(timeout=self.cfg.data_timeout)
+
+        start = await self._exchange(State.DATA, command())
+        if start.code != 354:
+            return start, None
+        return start, await self._exchange(State.DATA, content())
 
     def _reply(self, code: int, message: str) -> Reply:
         if code == 421:  # the downstream is closing: the session is gone
-            self.client = None
+            self._abort()
             return _temporary(code, message)
         return from_downstream(code, message)
 
     async def rset(self) -> None:
-        if self.client is None or not self.in_txn:
+        """End any transaction: RSET and its 250 make the session IDLE, anything else closes it."""
+        client = self.client
+        if client is None or (self.state in (State.CLOSED, State.IDLE) and not self.busy):
             return
-        self.in_txn = False
+        if self.busy or self.state is State.BROKEN:
+            self._abort()
+            return
         try:
-            response = await self.client.execute_command(b"RSET")
-            if response.code != 250:
-                await self.close()
-        except (SMTPException, OSError, TimeoutError):
-            await self.close()
+            response = await self._exchange(self.state, client.execute_command(b"RSET"))
+        except (SMTPResponseException, _Lost):
+            self._abort()
+            return
+        if response.code == 250:
+            self.state = State.IDLE
+        else:
+            self._abort()
 
     async def close(self) -> None:
+        """QUIT when the session is known to be at a command boundary, else just drop it."""
         client, self.client = self.client, None
-        self.in_txn = False
+        clean = not self.busy and self.state is not State.BROKEN
+        self.state = State.CLOSED
+        self.busy = False
+        self._xclient_sent = None
         if client is None:
             return
-        if client.is_connected:
-            try:
+        try:
+            if clean and client.is_connected:
                 await client.quit(timeout=2)
-            except (SMTPException, OSError, TimeoutError):
-                pass
-        client.close()
+        except (SMTPException, OSError, TimeoutError):
+            pass
+        finally:
+            client.close()  # also when cancelled while waiting for QUIT's reply
 
 
 def _temporary(code: int, message: str) -> Reply:

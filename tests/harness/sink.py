@@ -17,6 +17,16 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``fault``: a callable ``(stage) -> reply | "drop" | "sleep <s>" | None`` asked at every stage
   (random faults); "drop" aborts the connection, "sleep <s>" delays the normal reply
 - ``lenient_dot``: also end DATA at a "." line ended by a bare LF (a smuggling-prone downstream)
+- ``fail_at["xclient"]``: refuse XCLIENT (e.g. "550 5.7.0 Error: insufficient authorization")
+
+Command order is enforced as strictly as Postfix's smtpd does: MAIL before HELO/EHLO, MAIL
+inside a transaction (``503 5.5.1 Error: nested MAIL command``), RCPT before MAIL, DATA before
+RCPT and XCLIENT inside a transaction all get a 503; sender and recipients are reset by a
+delivered message, RSET, HELO/EHLO and XCLIENT (which also forgets the EHLO). A message refused
+at the end of data (``data_reply``, a ``dot`` fault) keeps the envelope, as Postfix does after
+an ``smtpd_end_of_data_restrictions`` refusal: only RSET makes the session usable again.
+Every 503 the sink gave is recorded in ``state.sequence_errors`` ("<command>: <reply>"), so a
+test can assert spamgate never sent a command out of order.
 - ``stop()``/``start()``: the server is down / up again
 """
 
@@ -48,6 +58,7 @@ class SinkState:
     messages: list[Message] = field(default_factory=list)
     connections: int = 0
     commands: list[str] = field(default_factory=list)
+    sequence_errors: list[str] = field(default_factory=list)
     reject_rcpts: set[str] = field(default_factory=set)
     tempfail_rcpts: set[str] = field(default_factory=set)
     data_reply: str = ""
@@ -91,6 +102,26 @@ class _Session:
         self.w.write(line.encode("utf-8", "surrogateescape") + b"\r\n")
         await self.w.drain()
 
+    async def out_of_order(self, verb: str, text: str) -> bool:
+        """Postfix's smtpd_check order rules; True when the command was refused with a 503."""
+        reply = ""
+        if verb == "MAIL":
+            if not self.helo:
+                reply = "503 5.5.1 Error: send HELO/EHLO first"
+            elif self.mail_from is not None:
+                reply = "503 5.5.1 Error: nested MAIL command"
+        elif verb == "RCPT" and self.mail_from is None:
+            reply = "503 5.5.1 Error: need MAIL command"
+        elif verb == "DATA" and self.mail_from is None:
+            reply = "503 5.5.1 Error: need RCPT command"
+        elif verb == "XCLIENT" and self.mail_from is not None:
+            reply = "503 5.5.1 Error: MAIL transaction in progress"
+        if not reply:
+            return False
+        self.sink.state.sequence_errors.append(f"{text}: {reply}")
+        await self.send(reply)
+        return True
+
     async def fault(self, stage: str) -> bool:
         """Apply the stage's configured fault; True when it replied (or dropped) instead."""
         st = self.sink.state
@@ -129,9 +160,9 @@ class _Session:
             verb, _, arg = text.partition(" ")
             verb = verb.upper()
             stage = {"EHLO": "ehlo", "HELO": "ehlo"}.get(verb, verb.lower())
-            if stage in ("ehlo", "mail", "rcpt", "data", "rset") and await self.fault(stage):
-                if stage == "mail":
-                    self.reset()
+            if await self.out_of_order(verb, text):
+                continue
+            if stage in ("ehlo", "mail", "rcpt", "data", "rset", "xclient") and await self.fault(stage):
                 continue
             if verb == "EHLO":
                 self.helo = arg
@@ -146,11 +177,14 @@ class _Session:
                     await self.send(("250 " if i == len(lines) - 1 else "250-") + ln)
             elif verb == "HELO":
                 self.helo = arg
+                self.reset()
                 await self.send("250 sink.test")
             elif verb == "XCLIENT":
                 for item in arg.split():
                     k, _, v = item.partition("=")
                     self.xclient[k.upper()] = v
+                self.helo = ""  # as after a new connection: EHLO again
+                self.reset()
                 await self.send("220 sink.test ESMTP sink")
             elif verb == "STARTTLS" and self.sink.tls_context is not None:
                 await self.send("220 2.0.0 go ahead")
@@ -174,31 +208,30 @@ class _Session:
                     await self.send("250 2.1.5 Ok")
             elif verb == "DATA":
                 if not self.rcpts:
-                    await self.send("554 5.5.1 No valid recipients")
+                    await self.send("554 5.5.1 Error: no valid recipients")
                     continue
                 await self.send("354 End data with <CR><LF>.<CR><LF>")
                 data = await self._read_data()
                 if data is None:
                     return
                 if await self.fault("dot"):
-                    self.reset()
-                    continue
+                    continue  # refused: the envelope stays, as after a Postfix end-of-data reject
                 if st.data_reply:
                     await self.send(st.data_reply)
-                else:
-                    st.messages.append(
-                        Message(
-                            self.mail_from or "",
-                            self.mail_params,
-                            list(self.rcpts),
-                            dict(self.rcpt_params),
-                            data,
-                            dict(self.xclient),
-                            self.helo,
-                            self.tls,
-                        )
+                    continue
+                st.messages.append(
+                    Message(
+                        self.mail_from or "",
+                        self.mail_params,
+                        list(self.rcpts),
+                        dict(self.rcpt_params),
+                        data,
+                        dict(self.xclient),
+                        self.helo,
+                        self.tls,
                     )
-                    await self.send(f"250 2.0.0 Ok: queued as Q{len(st.messages)}")
+                )
+                await self.send(f"250 2.0.0 Ok: queued as Q{len(st.messages)}")
                 self.reset()
             elif verb == "RSET":
                 self.reset()
