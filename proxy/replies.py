@@ -80,7 +80,7 @@ CONTROL_CHARACTERS = Reply(501, "5.5.2", "Syntax error: control characters in co
 TOO_MANY_JUNK_COMMANDS = Reply(421, "4.7.0", "Too many commands without mail, closing connection")
 INFLIGHT_BUDGET = Reply(451, "4.3.1", "Insufficient system resources, try again later")
 # Failures of the downstream that carry no downstream reply: the client's reply gets our ref.
-OWN_DOWNSTREAM_FAILURES = (DOWNSTREAM_UNAVAILABLE, DOWNSTREAM_LOST, DOWNSTREAM_TLS)
+OWN_DOWNSTREAM_FAILURES = (DOWNSTREAM_UNAVAILABLE, DOWNSTREAM_LOST, DOWNSTREAM_TLS, DOWNSTREAM_XCLIENT)
 
 
 def greeting(hostname: str, banner: str) -> Reply:

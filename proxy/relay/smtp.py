@@ -38,7 +38,6 @@ Failure mapping (the client always gets a 4xx, nothing is reported delivered):
 from __future__ import annotations
 
 import enum
-import re
 import ssl
 from collections.abc import Awaitable
 from typing import TypeVar
@@ -51,6 +50,7 @@ from proxy.config.fields import parse_hostport
 from proxy.config.schema import RelayConfig
 from proxy.observability import metrics
 from proxy.relay.base import ClientIdentity
+from proxy.relay.encode import MAIL_PARAM_EXT, RCPT_PARAM_EXT, dot_stuff, params_for, xtext
 from proxy.replies import (
     DOWNSTREAM_LOST,
     DOWNSTREAM_NO_SMTPUTF8,
@@ -61,18 +61,7 @@ from proxy.replies import (
     from_downstream,
 )
 
-MAIL_PARAM_EXT = {
-    "SIZE": "size",
-    "BODY": "8bitmime",
-    "SMTPUTF8": "smtputf8",
-    "RET": "dsn",
-    "ENVID": "dsn",
-}
 log = structlog.get_logger("spamgate")
-
-RCPT_PARAM_EXT = {"NOTIFY": "dsn", "ORCPT": "dsn"}
-_XTEXT_SAFE = frozenset(range(33, 127)) - {ord("+"), ord("=")}
-_LINE_ENDINGS = re.compile(rb"\r\n|\n|\r")
 T = TypeVar("T")
 
 
@@ -82,25 +71,6 @@ class State(enum.Enum):
     MAIL = "mail"
     DATA = "data"
     BROKEN = "broken"
-
-
-def xtext(value: str) -> str:
-    """RFC 3461 xtext, as XCLIENT attribute values require."""
-    out = []
-    for b in value.encode("utf-8", "surrogateescape"):
-        out.append(chr(b) if b in _XTEXT_SAFE else f"+{b:02X}")
-    return "".join(out)
-
-
-def _params(params: dict[str, str | None], allowed: dict[str, str], caps: frozenset[str]) -> list[bytes]:
-    out = []
-    for key, value in params.items():
-        ext = allowed.get(key)
-        if ext is None or ext not in caps:
-            continue
-        item = key if value is None else f"{key}={value}"
-        out.append(item.encode("utf-8", "surrogateescape"))
-    return out
 
 
 class _Lost(Exception):
@@ -311,7 +281,7 @@ class SmtpDownstream:
             if refused is not None:
                 return refused
             arg = b"FROM:<" + sender.encode("utf-8", "surrogateescape") + b">"
-            command = client.execute_command(b"MAIL", arg, *_params(params, MAIL_PARAM_EXT, self.caps))
+            command = client.execute_command(b"MAIL", arg, *params_for(params, MAIL_PARAM_EXT, self.caps))
             response = await self._exchange(State.MAIL, command)
         except SMTPResponseException as exc:
             self._abort()
@@ -329,7 +299,7 @@ class SmtpDownstream:
             return DOWNSTREAM_LOST
         try:
             arg = b"TO:<" + rcpt.encode("utf-8", "surrogateescape") + b">"
-            command = client.execute_command(b"RCPT", arg, *_params(params, RCPT_PARAM_EXT, self.caps))
+            command = client.execute_command(b"RCPT", arg, *params_for(params, RCPT_PARAM_EXT, self.caps))
             response = await self._exchange(State.MAIL, command)
         except (SMTPResponseException, _Lost, ValueError):
             self._abort()
@@ -380,14 +350,7 @@ class SmtpDownstream:
         lock = proto._command_lock if proto is not None else None
         if proto is None or lock is None:
             raise _Lost("not connected")
-        crlf = message.count(b"\r\n")
-        if message.count(b"\n") != crlf or message.count(b"\r") != crlf:
-            message = _LINE_ENDINGS.sub(b"\r\n", message)
-        stuffed = message.replace(b"\r\n.", b"\r\n..")
-        if stuffed.startswith(b"."):
-            stuffed = b"." + stuffed
-        if stuffed and not stuffed.endswith(b"\r\n"):
-            stuffed += b"\r\n"
+        stuffed = dot_stuff(message)
 
         # The same steps as aiosmtplib's execute_data_command (pinned <6; see the contract test).
         async def command() -> SMTPResponse:
@@ -399,7 +362,8 @@ class SmtpDownstream:
         async def content() -> SMTPResponse:
             async with lock:
                 proto._response_pending = True
-                proto.write(stuffed + b".\r\n")
+                proto.write(stuffed)  # two writes: no copy of the message to add the end
+                proto.write(b".\r\n")
                 return await proto.read_response(timeout=self.cfg.data_timeout)
 
         start = await self._exchange(State.DATA, command())

@@ -17,6 +17,7 @@ exact bytes (dot-unstuffed). Faults, settable at any time from the test:
 - ``fault``: a callable ``(stage) -> reply | "drop" | "sleep <s>" | None`` asked at every stage
   (random faults); "drop" aborts the connection, "sleep <s>" delays the normal reply
 - ``lenient_dot``: also end DATA at a "." line ended by a bare LF (a smuggling-prone downstream)
+- ``drop_nul``: drop NUL bytes from DATA before looking for its end (as several MTAs do)
 - ``fail_at["xclient"]``: refuse XCLIENT (e.g. "550 5.7.0 Error: insufficient authorization")
 
 Command order is enforced as strictly as Postfix's smtpd does: MAIL before HELO/EHLO, MAIL
@@ -68,6 +69,7 @@ class SinkState:
     fail_at: dict[str, str] = field(default_factory=dict)
     fault: Callable[[str], str | None] | None = None
     lenient_dot: bool = False  # end data at "\n.\n" too, like a smuggling-prone server
+    drop_nul: bool = False  # remove NULs before looking for the end of data
     extensions: list[str] = field(
         default_factory=lambda: [
             "PIPELINING",
@@ -253,6 +255,8 @@ class _Session:
             if self.sink.state.drop_in_data and chunks:
                 self.w.transport.abort()
                 return None
+            if self.sink.state.drop_nul:
+                line = line.replace(b"\x00", b"")
             if line == b".\r\n" or (self.sink.state.lenient_dot and line.rstrip(b"\r\n") == b"."):
                 return b"".join(chunks)
             if line.startswith(b"."):
