@@ -1,10 +1,12 @@
-"""The stage runner: I/O checks start eagerly; one that needs no waiting costs no task, the
-others run concurrently under the stage budget, and failures become symbols."""
+"""The stage runner: I/O checks start eagerly; one that needs no waiting is scored without
+waiting, the others run concurrently under the stage budget, and failures become symbols."""
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+
+import pytest
 
 from proxy.app import build_services, load_policy_rules
 from proxy.checks.base import Check, CheckContext, Stage, Symbol
@@ -50,19 +52,63 @@ def ctx() -> CheckContext:
     return CheckContext(Stage.CONNECT, Connection("c1", ip, 25, ("192.0.2.1", 25)))
 
 
-async def test_a_check_that_needs_no_waiting_runs_without_a_task() -> None:
+async def test_a_check_that_needs_no_waiting_finishes_without_suspending() -> None:
+    """A check whose answers need no waiting is scored at once: the stage runner's coroutine
+    completes on its first step (no loop iteration, no stage timer)."""
     p = pipeline()
-    before = len(asyncio.all_tasks())
-    seen: list[int] = []
+    runner = p._run_concurrent([Probe()], ctx())
+    with pytest.raises(StopIteration) as done:
+        runner.send(None)
+    assert [h.name for h in done.value.value] == ["IP_ALLOWLISTED"]
 
-    class Counting(Probe):
+
+async def test_a_timeout_armed_in_an_eager_step_cancels_the_check_not_the_caller() -> None:
+    """A check that arms asyncio.timeout before its first wait (as the pass cache does) and
+    overruns it gets its own TimeoutError; the task running the stage is never cancelled."""
+    p = pipeline("2s")
+    outcome: list[str] = []
+
+    class Bounded(Probe):
         async def check(self, ctx: CheckContext) -> list[Symbol]:
-            seen.append(len(asyncio.all_tasks()))
-            return await super().check(ctx)
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                outcome.append("timeout")
+            return [IP_ALLOWLISTED.hit("bounded")]
 
-    hits = await p._run_concurrent([Counting()], ctx())
-    assert [h.name for h in hits] == ["IP_ALLOWLISTED"]
-    assert seen == [before]  # no task was created to run it
+    stage = asyncio.ensure_future(p._run_concurrent([Bounded()], ctx()))
+    hits = await asyncio.wait_for(stage, 3)
+    assert outcome == ["timeout"]
+    assert [h.evidence for h in hits] == ["bounded"]
+    assert not stage.cancelled()
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_eager_steps_run_as_their_own_task_and_context() -> None:
+    """Inside the eagerly run steps, current_task() is the check's task and context variables
+    set there stay in the check (the caller's are untouched)."""
+    import contextvars
+
+    from proxy.eager import eager
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="caller")
+    me = asyncio.current_task()
+    seen: list[object] = []
+
+    async def step() -> str:
+        seen.append(asyncio.current_task())
+        var.set("check")
+        await asyncio.sleep(0.01)
+        seen.append(asyncio.current_task())
+        return var.get()
+
+    fut = eager(step())
+    assert asyncio.current_task() is me
+    assert var.get() == "caller"
+    assert await fut == "check"
+    assert seen[0] is seen[1] is fut
+    assert seen[0] is not me
 
 
 async def test_waiting_checks_run_concurrently_and_late_ones_are_cancelled() -> None:
