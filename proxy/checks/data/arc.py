@@ -2,7 +2,8 @@
 sealed, and record the result.
 
 ``ARC_PASS{sealer:i=N}`` (the chain is intact; the sealer is the latest ARC-Seal's d=),
-``ARC_FAIL{reason}``, ``ARC_NONE`` (no ARC headers), ``ARC_TEMPERROR`` (key lookup failed).
+``ARC_FAIL{reason}``, ``ARC_TOO_LONG{sets}`` (more than ``max_sets`` ARC sets: refused before
+any key is fetched), ``ARC_NONE`` (no ARC headers), ``ARC_TEMPERROR`` (key lookup failed).
 By itself ARC only informs; a pass from one of ``[checks.dmarc] trusted_arc_sealers``
 overrides a DMARC failure (``DMARC_FORWARDED``). Keys are prefetched through the async
 resolver, then the chain is verified in the thread pool (in the worker process above
@@ -17,10 +18,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from proxy.auth import procpool
-from proxy.auth.arc import ArcResult, arc_key_names, has_arc, validate_prefetched
+from proxy.auth.arc import ArcResult, arc_key_names, has_arc, too_long, validate_prefetched
 from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
+from proxy.config.fields import opt
 from proxy.dns.checkutil import on_temperror_opt, temperror
 
 ARC_PASS = SymbolDef(
@@ -41,6 +43,13 @@ ARC_NONE = SymbolDef(
     score=0.0,
     remedy="Nothing to fix.",
 )
+ARC_TOO_LONG = SymbolDef(
+    "ARC_TOO_LONG",
+    "The message claims more ARC sets than [checks.arc] max_sets: the chain is not verified "
+    "(no key fetched) and counts as broken (evidence: the number of sets).",
+    score=0.5,
+    remedy="Forwarders: real chains have a few hops; do not re-seal a message in a loop.",
+)
 ARC_TEMPERROR = SymbolDef(
     "ARC_TEMPERROR",
     "An ARC key lookup failed (timeout, SERVFAIL).",
@@ -52,6 +61,12 @@ ARC_TEMPERROR = SymbolDef(
 @dataclass(frozen=True, slots=True)
 class ArcOptions(BaseOptions):
     on_temperror: str = on_temperror_opt()
+    max_sets: int = opt(
+        10,
+        "Longest ARC chain verified (RFC 8617 allows 50 sets, two key lookups and signatures "
+        "each); a longer one is ARC_TOO_LONG, refused before any key is fetched.",
+        minimum=1,
+    )
 
 
 async def arc_result(ctx: CheckContext, services: Services) -> ArcResult:
@@ -60,24 +75,28 @@ async def arc_result(ctx: CheckContext, services: Services) -> ArcResult:
     resolver = services.resolver
     run = services.run_blocking
     message = ctx.message
+    opts: ArcOptions = services.config.checks["arc"]
 
     async def compute() -> ArcResult:
         if resolver is None or run is None or not has_arc(message):
             res = ArcResult("none")
+        elif (refused := too_long(message, opts.max_sets)) is not None:
+            res = refused  # counted from the header: no key fetched, nothing verified
         else:
-            names = arc_key_names(message)
+            names = arc_key_names(message, opts.max_sets)
             answers = await asyncio.gather(*(resolver.lookup(n, "TXT") for n in names))
             keys = {n: (a.status, tuple(a.records)) for n, a in zip(names, answers, strict=True)}
             dkim_opts = services.config.checks["dkim"]
             big = dkim_opts.process_pool_above and len(message) >= dkim_opts.process_pool_above
+            args = (message, keys, opts.max_sets)
             try:
                 if big:
-                    res = await procpool.run(validate_prefetched, message, keys)
+                    res = await procpool.run(validate_prefetched, *args)
                 else:
-                    res = await run(validate_prefetched, message, keys)
+                    res = await run(validate_prefetched, *args)
             except BrokenProcessPool:
                 procpool.shutdown()
-                res = await run(validate_prefetched, message, keys)
+                res = await run(validate_prefetched, *args)
         ctx.txn.notes["arc"] = res  # type: ignore[union-attr]
         return res
 
@@ -87,7 +106,7 @@ async def arc_result(ctx: CheckContext, services: Services) -> ArcResult:
 class Arc(Check):
     name = "arc"
     stage = Stage.DATA
-    symbols = (ARC_PASS, ARC_FAIL, ARC_NONE, ARC_TEMPERROR)
+    symbols = (ARC_PASS, ARC_FAIL, ARC_TOO_LONG, ARC_NONE, ARC_TEMPERROR)
     Options = ArcOptions
     description = "ARC chain validation (RFC 8617) with dkimpy."
     io = True
@@ -96,6 +115,8 @@ class Arc(Check):
         res = await arc_result(ctx, self.services)
         if res.result == "pass":
             return [ARC_PASS.hit(f"{res.sealer}:i={res.instance}")]
+        if res.too_long:
+            return [ARC_TOO_LONG.hit(str(res.instance))]
         if res.result == "fail":
             return [ARC_FAIL.hit(res.reason[:80])]
         if res.result == "temperror":
