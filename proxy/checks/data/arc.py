@@ -3,10 +3,11 @@ sealed, and record the result.
 
 ``ARC_PASS{sealer:i=N}`` (the chain is intact; the sealer is the latest ARC-Seal's d=),
 ``ARC_FAIL{reason}``, ``ARC_TOO_LONG{sets}`` (more than ``max_sets`` ARC sets: refused before
-any key is fetched), ``ARC_NONE`` (no ARC headers), ``ARC_TEMPERROR`` (key lookup failed).
+any key is fetched), ``ARC_NONE`` (no ARC headers), ``ARC_TEMPERROR`` (key lookup failed, or
+every ARC thread busy for ``thread_wait``).
 By itself ARC only informs; a pass from one of ``[checks.dmarc] trusted_arc_sealers``
 overrides a DMARC failure (``DMARC_FORWARDED``). Keys are prefetched through the async
-resolver, then the chain is verified in the thread pool (in the worker process above
+resolver, then the chain is verified in the ARC family's own thread pool (in the worker process above
 ``[checks.dkim] process_pool_above``); the result
 is shared with DMARC and the Authentication-Results header (:func:`arc_result`).
 """
@@ -17,7 +18,7 @@ import asyncio
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
-from proxy.auth import procpool
+from proxy.auth import pools, procpool
 from proxy.auth.arc import ArcResult, arc_key_names, has_arc, too_long, validate_prefetched
 from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
@@ -67,18 +68,29 @@ class ArcOptions(BaseOptions):
         "each); a longer one is ARC_TOO_LONG, refused before any key is fetched.",
         minimum=1,
     )
+    threads: int = opt(
+        2,
+        "Threads of the ARC pool (its own: no other check family waits behind it). A thread is "
+        "busy until its job really ends, even when the stage budget gave up on it.",
+        minimum=1,
+    )
+    thread_wait: float = opt(
+        "1s",
+        "When every ARC thread is busy, how long a check waits for one before reporting "
+        "ARC_TEMPERROR (a prompt temperror, not a queue).",
+        kind="duration",
+    )
 
 
 async def arc_result(ctx: CheckContext, services: Services) -> ArcResult:
     """The ARC validation of this message, computed once per transaction."""
     assert ctx.txn is not None
     resolver = services.resolver
-    run = services.run_blocking
     message = ctx.message
     opts: ArcOptions = services.config.checks["arc"]
 
     async def compute() -> ArcResult:
-        if resolver is None or run is None or not has_arc(message):
+        if resolver is None or not has_arc(message):
             res = ArcResult("none")
         elif (refused := too_long(message, opts.max_sets)) is not None:
             res = refused  # counted from the header: no key fetched, nothing verified
@@ -89,14 +101,18 @@ async def arc_result(ctx: CheckContext, services: Services) -> ArcResult:
             dkim_opts = services.config.checks["dkim"]
             big = dkim_opts.process_pool_above and len(message) >= dkim_opts.process_pool_above
             args = (message, keys, opts.max_sets)
+            threads = pools.pool(services, "arc")
             try:
                 if big:
-                    res = await procpool.run(validate_prefetched, *args)
+                    try:
+                        res = await procpool.run(validate_prefetched, *args)
+                    except BrokenProcessPool:
+                        procpool.shutdown()
+                        res = await threads.run(validate_prefetched, *args)
                 else:
-                    res = await run(validate_prefetched, *args)
-            except BrokenProcessPool:
-                procpool.shutdown()
-                res = await run(validate_prefetched, *args)
+                    res = await threads.run(validate_prefetched, *args)
+            except pools.Saturated as exc:
+                res = ArcResult("temperror", reason=str(exc))
         ctx.txn.notes["arc"] = res  # type: ignore[union-attr]
         return res
 
