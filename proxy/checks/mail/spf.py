@@ -13,25 +13,26 @@ non-null sender (``txn.notes["spf_helo"]``, ``SPF_HELO_FAIL`` when it fails).
 Clients in ``relay.relay_networks`` (your own submission hosts) are not checked.
 
 pyspf is synchronous: it runs in the SPF family's own bounded thread pool (``threads``,
-:mod:`proxy.auth.pools`), its DNS through ``Resolver.lookup_blocking`` (the ``[dns]``
-nameservers, cache and timeouts). When every SPF thread stays busy for ``thread_wait``, the
-result is a temperror at once.
+:mod:`proxy.auth.pools`), but never waits for DNS there: :func:`~proxy.auth.spf.evaluate_async`
+resolves what pyspf asks for through the async resolver (the ``[dns]`` nameservers, cache and
+timeouts) and re-runs it, so a dead DNS server costs this check's ``timeout``, not a thread.
+When every SPF thread stays busy for ``thread_wait``, the result is a temperror at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ipaddress
 import time
 from dataclasses import dataclass
 
 from proxy.auth import pools
-from proxy.auth.spf import SpfResult, evaluate
+from proxy.auth.spf import SpfResult, evaluate_async, identity_of
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
 from proxy.dns.checkutil import on_temperror_opt, temperror
-from proxy.dns.resolver import DnsResult
 
 SPF_PASS = SymbolDef(
     "SPF_PASS",
@@ -173,28 +174,23 @@ class Spf(Check):
 
     async def _run_pyspf(self, ip: str, mail_from: str, helo: str, identity: str) -> SpfResult:
         resolver = self.services.resolver
-        hostname = self.services.config.server.hostname
-
-        def lookup(name: str, rdtype: str) -> DnsResult:
-            return resolver.lookup_blocking(name, rdtype)  # type: ignore[no-any-return]
-
+        o: SpfOptions = self.options
         try:
-            return await pools.pool(self.services, "spf").run(
-                lambda: evaluate(
+            async with asyncio.timeout(o.timeout):
+                return await evaluate_async(
                     ip,
                     mail_from,
                     helo,
-                    lookup,
+                    resolver.lookup,
+                    pools.pool(self.services, "spf").run,
                     identity=identity,
-                    querytime=self.options.timeout,
-                    receiver=hostname,
+                    querytime=o.timeout,
+                    receiver=self.services.config.server.hostname,
                 )
-            )
-        except pools.Saturated as exc:
-            domain = (mail_from if mail_from and identity == "mailfrom" else f"@{helo}").rpartition("@")[2]
-            return SpfResult(
-                "temperror", domain.lower().rstrip("."), "helo" if not mail_from else identity, str(exc)
-            )
+        except (TimeoutError, pools.Saturated) as exc:
+            ident, _, domain = identity_of(mail_from, helo, identity)
+            why = str(exc) or f"evaluation exceeded {o.timeout:g}s"
+            return SpfResult("temperror", domain, ident, why)
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         txn = ctx.txn
