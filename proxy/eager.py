@@ -1,18 +1,19 @@
-"""Eager start of a coroutine (Python 3.12's eager tasks; by hand on 3.11).
+"""Eager start of a coroutine (Python 3.12's eager tasks, by hand for 3.11).
 
-Most checks finish without waiting at all once their DNS and store answers are cached; making
-them wait a loop iteration (and a stage timer) would cost more than the check. :func:`eager`
-runs a coroutine up to its first real wait, right now: if it finishes there, the result comes
-back as an already-done future (awaiting it does not suspend); otherwise the rest runs in a
-task, exactly as if it had been a task from the start.
+Most checks finish without waiting at all once their DNS and store answers are cached; a task
+and a timer for each of them would cost more than the check. :func:`eager` runs a coroutine
+up to its first real wait, right now: if it finishes there, the result comes back as an
+already-done future (awaiting it does not suspend) and no task was made; otherwise the rest
+runs as a task, exactly as if it had been a task from the start.
 
-The first steps run *as that task*, not as the caller: ``asyncio.current_task()`` is the new
-task and the coroutine runs in the task's own copy of the context. Anything those steps bind
-to the current task (``asyncio.timeout``, ``TaskGroup``, ``wait_for`` on 3.12) therefore cancels
-the check's task, never the caller. (Before, a check's ``asyncio.timeout`` armed in its first
-step cancelled the *session* task when it fired: the session died without a reply and its
-socket stayed open.) The price is one task object per check, scheduled once even when the
-check finished inline (that step is a no-op); the caller still waits for nothing.
+The first steps never run *as the caller*. While they run, ``asyncio.current_task()`` is a
+stand-in for the task that will carry the rest (:class:`_Provisional`), and they run in a copy
+of the caller's context. Anything those steps bind to the current task (``asyncio.timeout``,
+``TaskGroup``) binds to the stand-in, which forwards ``cancel()``, ``cancelling()`` and
+``uncancel()`` to that task once it exists, so such a timeout cancels the check, never the
+caller. (Before, a check's ``asyncio.timeout`` armed in its first step cancelled the *session*
+task when it fired: the session died without a reply and its socket stayed open.) On Python
+3.12+ the native eager tasks do all this.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _NATIVE = sys.version_info >= (3, 12)
+_SENT = object()  # the first yielded value was handed to the task
 
 
 def eager(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
@@ -38,72 +40,97 @@ def eager(coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
 
 
 def _eager_311(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
-    driver: _Driver[T] = _Driver(coro)
     context = contextvars.copy_context()
-    task: asyncio.Task[T] = loop.create_task(driver, context=context)
+    stand_in = _Provisional(loop)
     caller = asyncio.current_task(loop)
     if caller is not None:
         asyncio.tasks._leave_task(loop, caller)
-    asyncio.tasks._enter_task(loop, task)
+    asyncio.tasks._enter_task(loop, stand_in)  # type: ignore[arg-type]
     try:
         first = context.run(coro.send, None)
     except StopIteration as stop:
-        driver.finished()
         done: asyncio.Future[T] = loop.create_future()
         done.set_result(stop.value)
         return done
     except Exception as exc:
-        driver.finished()
         failed: asyncio.Future[T] = loop.create_future()
         failed.set_exception(exc)
         return failed
-    except BaseException:
-        driver.finished()
-        raise
     finally:
-        asyncio.tasks._leave_task(loop, task)
+        asyncio.tasks._leave_task(loop, stand_in)  # type: ignore[arg-type]
         if caller is not None:
             asyncio.tasks._enter_task(loop, caller)
-    driver.started(first)
+    task = loop.create_task(_Driver(coro, first), context=context)
+    stand_in.bind(task)
     return task
+
+
+class _Provisional:
+    """The current task while a coroutine's first steps run inline: what ``asyncio.timeout``
+    and ``TaskGroup`` use of a task, forwarded to the real task once the coroutine has to wait
+    (a cancellation requested before that is applied to it then)."""
+
+    __slots__ = ("_cancels", "_loop", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._cancels = 0
+        self.task: asyncio.Task[Any] | None = None
+
+    def bind(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        for _ in range(self._cancels):
+            task.cancel()
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.task is not None:
+            return self.task.cancel(msg)
+        self._cancels += 1
+        return True
+
+    def cancelling(self) -> int:
+        return self.task.cancelling() if self.task is not None else self._cancels
+
+    def uncancel(self) -> int:
+        if self.task is not None:
+            return self.task.uncancel()
+        self._cancels = max(0, self._cancels - 1)
+        return self._cancels
+
+    def done(self) -> bool:
+        return self.task.done() if self.task is not None else False
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def __getattr__(self, name: str) -> Any:
+        if self.task is None:
+            raise AttributeError(f"{name}: the eager task does not exist yet")
+        return getattr(self.task, name)
 
 
 class _Driver(collections.abc.Coroutine[Any, Any, T]):
     """The coroutine the task runs: hands the task the future the half-run coroutine waits on,
-    then relays what the task sends or throws, as ``await`` would have. When the coroutine
-    already finished inline, the task's one step ends at once with None (the caller has the
-    result from the done future :func:`eager` returned)."""
+    then relays what the task sends or throws, as ``await`` would have. (A class rather than an
+    ``async def`` wrapper: a task cancelled before its first step throws into its coroutine,
+    which must reach the half-run one.)"""
 
-    __slots__ = ("coro", "first", "state")
+    __slots__ = ("coro", "first")
 
-    def __init__(self, coro: Coroutine[Any, Any, T]) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, T], first: Any) -> None:
         self.coro = coro
-        self.first: Any = None
-        self.state = "inline"  # -> "resuming" -> "running", or -> "finished"
-
-    def started(self, first: Any) -> None:
-        self.first, self.state = first, "resuming"
-
-    def finished(self) -> None:
-        self.state = "finished"
+        self.first: Any = first
 
     def send(self, value: Any) -> Any:
-        if self.state == "resuming":
-            self.state = "running"
-            first, self.first = self.first, None
+        first = self.first
+        if first is not _SENT:
+            self.first = _SENT
             return first
-        if self.state == "finished":
-            raise StopIteration(None)
         return self.coro.send(value)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        if self.state == "finished":
-            raise StopIteration(None)
-        # Cancelled before its first step in the task: the coroutine is suspended at `first`,
-        # so the cancellation goes in there, as it would have for a task started normally.
-        self.state, self.first = "running", None
-        exc = typ if val is None else val
-        return self.coro.throw(exc)
+        self.first = _SENT
+        return self.coro.throw(typ if val is None else val)
 
     def close(self) -> None:
         self.coro.close()

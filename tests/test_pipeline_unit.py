@@ -1,5 +1,5 @@
-"""The stage runner: I/O checks start eagerly; one that needs no waiting is scored without
-waiting, the others run concurrently under the stage budget, and failures become symbols."""
+"""The stage runner: I/O checks start eagerly; one that needs no waiting costs no task, the
+others run concurrently under the stage budget, and failures become symbols."""
 
 from __future__ import annotations
 
@@ -52,6 +52,22 @@ def ctx() -> CheckContext:
     return CheckContext(Stage.CONNECT, Connection("c1", ip, 25, ("192.0.2.1", 25)))
 
 
+async def test_a_check_that_needs_no_waiting_runs_without_a_task() -> None:
+    p = pipeline()
+    before = len(asyncio.all_tasks())
+    seen: list[int] = []
+
+    class Counting(Probe):
+        async def check(self, ctx: CheckContext) -> list[Symbol]:
+            seen.append(len(asyncio.all_tasks()))
+            return await super().check(ctx)
+
+    hits = await p._run_concurrent([Counting()], ctx())
+    assert [h.name for h in hits] == ["IP_ALLOWLISTED"]
+    assert seen == [before]  # no task was created to run it
+    assert len(asyncio.all_tasks()) == before
+
+
 async def test_a_check_that_needs_no_waiting_finishes_without_suspending() -> None:
     """A check whose answers need no waiting is scored at once: the stage runner's coroutine
     completes on its first step (no loop iteration, no stage timer)."""
@@ -85,9 +101,32 @@ async def test_a_timeout_armed_in_an_eager_step_cancels_the_check_not_the_caller
     assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
 
 
-async def test_eager_steps_run_as_their_own_task_and_context() -> None:
-    """Inside the eagerly run steps, current_task() is the check's task and context variables
-    set there stay in the check (the caller's are untouched)."""
+async def test_a_task_group_opened_in_an_eager_step_cancels_the_check_not_the_caller() -> None:
+    """A check whose first step opens a TaskGroup whose child fails: the group cancels the
+    check (its parent), which becomes CHECK_ERROR; the stage is not cancelled."""
+    p = pipeline("2s")
+
+    class Grouped(Probe):
+        async def check(self, ctx: CheckContext) -> list[Symbol]:
+            async def boom() -> None:
+                await asyncio.sleep(0.01)
+                raise ValueError("child")
+
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(boom())
+                await asyncio.sleep(5)
+            return []
+
+    stage = asyncio.ensure_future(p._run_concurrent([Grouped()], ctx()))
+    hits = await asyncio.wait_for(stage, 3)
+    assert [h.name for h in hits] == [CHECK_ERROR.name]
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_eager_steps_never_run_as_the_caller() -> None:
+    """Inside the eagerly run steps, current_task() is not the caller (a stand-in for the
+    check's task, which carries the later steps), and context variables set there stay in the
+    check (the caller's are untouched)."""
     import contextvars
 
     from proxy.eager import eager
@@ -107,8 +146,9 @@ async def test_eager_steps_run_as_their_own_task_and_context() -> None:
     assert asyncio.current_task() is me
     assert var.get() == "caller"
     assert await fut == "check"
-    assert seen[0] is seen[1] is fut
+    assert seen[1] is fut
     assert seen[0] is not me
+    assert seen[0].cancelling() == 0  # type: ignore[union-attr]
 
 
 async def test_waiting_checks_run_concurrently_and_late_ones_are_cancelled() -> None:
