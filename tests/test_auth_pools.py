@@ -69,6 +69,28 @@ async def test_a_waiting_job_takes_the_slot_a_finishing_job_frees() -> None:
     pool.shutdown()
 
 
+async def test_worker_processes_keep_their_slots_until_the_job_ends() -> None:
+    """The worker processes (large messages) are bounded the same way: two jobs abandoned while
+    running keep both processes counted, and the next job is refused after ``wait`` instead of
+    queueing behind them."""
+    from proxy.auth import procpool
+
+    procpool.shutdown()
+    try:
+        await asyncio.gather(procpool.run(time.sleep, 0.3), procpool.run(time.sleep, 0.3))  # spawned
+        jobs = [asyncio.ensure_future(procpool.run(time.sleep, 3)) for _ in range(2)]
+        await asyncio.sleep(0.5)  # both running in the workers
+        for j in jobs:
+            j.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        t0 = time.monotonic()
+        with pytest.raises(Saturated):
+            await procpool.run(time.sleep, 0, wait=0.2)
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        procpool.shutdown()
+
+
 async def test_spf_holds_no_thread_while_its_dns_is_dead(dns_server: DnsTestServer) -> None:
     """An SPF evaluation whose DNS never answers waits without a thread: with a one-thread SPF
     pool, a good sender's evaluation started meanwhile passes at once, and the dead one ends

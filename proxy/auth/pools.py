@@ -25,7 +25,7 @@ import asyncio
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import structlog
@@ -42,11 +42,16 @@ class Saturated(Exception):
 
 
 class FamilyPool:
-    def __init__(self, family: str, threads: int, wait: float) -> None:
+    """``threads`` slots over an executor: its own thread pool, or a given one (the worker
+    processes of :mod:`proxy.auth.procpool`, with as many slots as processes)."""
+
+    def __init__(self, family: str, threads: int, wait: float, executor: Executor | None = None) -> None:
         self.family = family
         self.threads = max(1, threads)
         self.wait = max(0.0, wait)
-        self._executor = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix=f"spamgate-{family}")
+        self._executor = executor or ThreadPoolExecutor(
+            max_workers=self.threads, thread_name_prefix=f"spamgate-{family}"
+        )
         self._lock = threading.Lock()
         self._busy = 0  # jobs handed to a thread and not finished yet
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []

@@ -105,7 +105,7 @@ async def arc_result(ctx: CheckContext, services: Services) -> ArcResult:
             try:
                 if big:
                     try:
-                        res = await procpool.run(validate_prefetched, *args)
+                        res = await procpool.run(validate_prefetched, *args, wait=opts.thread_wait)
                     except BrokenProcessPool:
                         procpool.shutdown()
                         res = await threads.run(validate_prefetched, *args)

@@ -125,7 +125,7 @@ async def signatures(ctx: CheckContext, services: Services) -> list[DkimSignatur
             try:
                 if big:
                     try:
-                        result = await procpool.run(verify_prefetched, *args)
+                        result = await procpool.run(verify_prefetched, *args, wait=opts.thread_wait)
                     except BrokenProcessPool:
                         procpool.shutdown()
                         result = await threads.run(verify_prefetched, *args)
