@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from proxy.auth import pools as auth_pools
 from proxy.checks.base import Services
 from proxy.checks.registry import all_symbol_defs
 from proxy.config.schema import Config
@@ -41,7 +42,9 @@ def load_policy_rules(config: Config) -> Rules:
 
 
 def executor(max_workers: int = 8) -> ThreadPoolExecutor:
-    """The bounded thread pool for synchronous libraries (pyspf, Maildir writes...)."""
+    """The bounded thread pool for other synchronous work (``services.run_blocking``). SPF,
+    DKIM and ARC do not use it: each has its own pool (:mod:`proxy.auth.pools`), so a sender
+    with dead DNS holding SPF threads never delays anyone's DKIM or ARC."""
     global _executor
     if _executor is None:
         _executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="spamgate-blocking")
@@ -92,6 +95,7 @@ async def start_generation(gen: Generation) -> None:
 
 async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
+    auth_pools.shutdown(gen.services)  # jobs in flight finish on their own
     if gen.services.resolver is not None:
         await gen.services.resolver.close()
     if gen.services.store is not None:

@@ -1,4 +1,4 @@
-"""What proxy/session/smtp.py and proxy/relay/smtp.py rely on in aiosmtpd and aiosmtplib internals.
+"""What proxy/session/protocol.py and proxy/relay/smtp.py rely on in aiosmtpd and aiosmtplib internals.
 
 Both override or drive private parts of these libraries; this test fails first when an upgrade
 changes them, instead of a subtle relay bug.

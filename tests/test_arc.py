@@ -12,6 +12,7 @@ from collections.abc import Callable
 import pytest
 
 from proxy.auth.arc import validate
+from proxy.dns.resolver import DnsResult
 from tests.harness.clients import message
 from tests.harness.dns_server import DnsTestServer
 from tests.harness.dnsgate import start_gate, symbols
@@ -133,3 +134,63 @@ def test_arc_two_hops_names_latest_sealer(dns_server: DnsTestServer, keys: dict[
         broken = validate(twice.replace(b"list footer", b"list fOoter"), lambda n: lr.lookup(n, "TXT"))
     assert (res.result, res.sealer, res.instance) == ("pass", "relay2.test", 2)
     assert broken.result == "fail"
+
+
+# --- bounded chains ---------------------------------------------------------------------------
+
+
+def long_chain(keys: dict[str, DkimKey], hops: int) -> bytes:
+    """The forwarded message sealed again by ``hops - 1`` more forwarders (same key)."""
+    msg = forwarded(keys)
+    for i in range(2, hops + 1):
+        msg = keys["fwd"].arc_seal(msg, f"mx{i}.fwd.test", f"mx{i}.fwd.test; arc=pass")
+    return msg
+
+
+def test_count_sets_reads_the_header_only() -> None:
+    """The chain length comes from the fields and their i= tags; a forged high instance counts."""
+    from proxy.auth.arc import count_sets, too_long
+
+    assert count_sets(message()) == 0
+    forged = b"ARC-Seal: i=1000; a=rsa-sha256; cv=none; d=x.test; s=s; b=AAAA\r\n" + message()
+    assert count_sets(forged) == 1000
+    refused = too_long(forged, 10)
+    assert refused is not None
+    assert (refused.result, refused.too_long, refused.instance) == ("fail", True, 1000)
+    assert too_long(forged, 1000) is None
+
+
+def test_validate_refuses_a_long_chain_without_lookups(keys: dict[str, DkimKey]) -> None:
+    """validate() of a chain longer than max_sets never asks for a key."""
+    asked: list[str] = []
+
+    def txt(name: str) -> DnsResult:
+        asked.append(name)
+        return DnsResult("error")
+
+    res = validate(long_chain(keys, 4), txt, max_sets=3)
+    assert (res.result, res.too_long, res.instance) == ("fail", True, 4)
+    assert asked == []
+
+
+def test_arc_chain_longer_than_max_sets_is_refused(
+    spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer, keys: dict[str, DkimKey]
+) -> None:
+    """A 6-set chain with [checks.arc] max_sets = 5: ARC_TOO_LONG{6}, no ARC key is looked up,
+    and the chain cannot vouch for the message (DMARC still rejects it, even from a trusted
+    sealer); one set fewer is verified and passes."""
+    sg = gate(
+        spamgate_factory,
+        sink,
+        dns_server,
+        keys,
+        config={"checks": {"arc": {"max_sets": 5}, "dmarc": {"trusted_arc_sealers": ["fwd.test"]}}},
+    )
+    r = send_raw(sg.port, long_chain(keys, 6), mail_from="list@fwd.test")
+    assert r.get("error") == 550, r
+    assert syms(sg, "ARC_") == {"ARC_TOO_LONG": "6"}
+    assert dns_server.count(keys["fwd"].name) == 0
+    r = send_raw(sg.port, long_chain(keys, 5), mail_from="list@fwd.test")
+    assert r.get("ok"), r
+    assert syms(sg, "ARC_") == {"ARC_PASS": "fwd.test:i=5"}
+    assert dns_server.count(keys["fwd"].name) >= 1

@@ -77,8 +77,50 @@ def test_evaluate_pct_and_sp() -> None:
     assert (sub.result, sub.policy, sub.disposition) == ("fail", "quarantine", "quarantine")
     out = evaluate("example.com", at_org, None, [], sample=lambda: 0.9)  # outside the 50% sample
     assert (out.policy, out.disposition) == ("reject", "quarantine")
-    ok = evaluate("example.com", at_org, None, ["other.test", "mail.example.com"])
+    ok = evaluate("example.com", at_org, None, [("pass", "other.test"), ("pass", "mail.example.com")])
     assert (ok.result, ok.aligned_by) == ("pass", "dkim:mail.example.com")
+
+
+REJECT = Discovery("found", parse_record("v=DMARC1; p=reject"), "example.com")
+
+
+@pytest.mark.parametrize(
+    ("spf", "dkim", "want"),
+    [
+        # an aligned pass wins whatever else is unknown
+        (("temperror", "example.com"), [("pass", "example.com")], "pass"),
+        (("pass", "example.com"), [("temperror", "example.com")], "pass"),
+        (("missing", "example.com"), [("pass", "mail.example.com")], "pass"),
+        # both aligned identities known and not passing: fail
+        (("fail", "example.com"), [("fail", "example.com")], "fail"),
+        (("none", "example.com"), [], "fail"),
+        (("permerror", "example.com"), [("permerror", "example.com")], "fail"),
+        # an aligned identity unknown: temperror, never fail
+        (("temperror", "example.com"), [], "temperror"),
+        (("temperror", "bounce.example.com"), [("fail", "example.com")], "temperror"),
+        (("missing", "example.com"), [], "temperror"),
+        (("fail", "example.com"), [("temperror", "example.com")], "temperror"),
+        (("pass", "other.test"), [("temperror", "example.com")], "temperror"),
+        # an unknown identity that is not aligned could not have passed: still a fail
+        (("temperror", "other.test"), [], "fail"),
+        (("missing", "other.test"), [("fail", "example.com")], "fail"),
+        (("fail", "example.com"), [("temperror", "other.test")], "fail"),
+        (None, [], "fail"),
+    ],
+)
+def test_evaluate_unknown_identities(
+    spf: tuple[str, str] | None, dkim: list[tuple[str, str]], want: str
+) -> None:
+    """DMARC fails only when every aligned identity has a definite result: an aligned SPF or
+    DKIM temperror, or an SPF result that is missing (check off, timed out), is a temperror
+    with the policy kept but no disposition; unknown unaligned identities do not matter."""
+    res = evaluate("example.com", REJECT, spf, dkim)
+    assert res.result == want, res
+    if want == "temperror":
+        assert (res.policy, res.disposition) == ("reject", "none")
+        assert res.unknown
+    if want == "fail":
+        assert res.disposition == "reject"
 
 
 def test_discover_walks_to_org_domain_and_ignores_other_txt() -> None:
@@ -243,4 +285,72 @@ def test_dmarc_policy_timeout(
     )
     r = send_within(sg.port, message(frm="alice@slow.test"), 3.5, mail_from="x@other.test")
     assert dmarc_syms(sg) == {"DMARC_TEMPERROR": "slow.test"}
+    assert_outcome(r, code)
+
+
+# --- unknown identities end to end: a DNS failure is never a 550 ------------------------------
+
+
+@pytest.mark.parametrize(("on_temperror", "code"), [("continue", None), ("tempfail", 451)])
+def test_dmarc_spf_dns_timeout_is_not_a_reject(
+    spamgate_factory: Factory,
+    sink: Sink,
+    dns_server: DnsTestServer,
+    keys: dict[str, DkimKey],
+    on_temperror: str,
+    code: int | None,
+) -> None:
+    """p=reject, unsigned, MAIL FROM aligned (bounce.sender.test) but its SPF lookups time out:
+    DMARC_TEMPERROR, delivered (or 451 under on_temperror = "tempfail"), never 550."""
+    sg = gate(
+        spamgate_factory,
+        sink,
+        dns_server,
+        keys,
+        config={"policy": {"stage_timeout": "3s"}, "checks": {"dmarc": {"on_temperror": on_temperror}}},
+    )
+    dns_server.drop("bounce.sender.test")
+    r = send_within(sg.port, message(frm="alice@sender.test"), 7, mail_from="x@bounce.sender.test")
+    assert dmarc_syms(sg) == {"DMARC_TEMPERROR": "sender.test:spf:bounce.sender.test=temperror"}
+    assert_outcome(r, code)
+
+
+def test_dmarc_dkim_key_timeout_is_not_a_reject(
+    spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer, keys: dict[str, DkimKey]
+) -> None:
+    """p=reject, SPF passes for an unaligned domain, the aligned DKIM signature's key lookup
+    times out: DMARC_TEMPERROR and delivered, not 550."""
+    sg = gate(spamgate_factory, sink, dns_server, keys, config={"policy": {"stage_timeout": "3s"}})
+    slow = DkimKey("sender.test", selector="slow")  # never published: its lookup is dropped
+    dns_server.drop("slow._domainkey.sender.test")
+    r = send_within(sg.port, slow.sign(message(frm="alice@sender.test")), 5, mail_from="x@other.test")
+    assert dmarc_syms(sg) == {"DMARC_TEMPERROR": "sender.test:dkim:sender.test=temperror"}
+    assert_outcome(r, None)
+    assert sink.messages
+
+
+@pytest.mark.parametrize(
+    ("mail_from", "want", "code"),
+    [
+        # the aligned SPF identity was never evaluated: unknown, not a fail
+        ("alice@sender.test", {"DMARC_TEMPERROR": "sender.test:spf:sender.test=missing"}, None),
+        # an unaligned MAIL FROM could not have passed DMARC: the missing SPF result is moot
+        ("x@other.test", {"DMARC_REJECT": "sender.test"}, 550),
+    ],
+)
+def test_dmarc_with_the_spf_check_off(
+    spamgate_factory: Factory,
+    sink: Sink,
+    dns_server: DnsTestServer,
+    keys: dict[str, DkimKey],
+    mail_from: str,
+    want: dict[str, str],
+    code: int | None,
+) -> None:
+    """With [checks.spf] off there is no SPF result: an unsigned message from a p=reject domain
+    with an aligned MAIL FROM is a DMARC temperror (delivered); with an unaligned one it is
+    still rejected."""
+    sg = gate(spamgate_factory, sink, dns_server, keys, config={"checks": {"spf": {"enabled": False}}})
+    r = send_raw(sg.port, message(frm="alice@sender.test"), mail_from=mail_from)
+    assert dmarc_syms(sg) == want
     assert_outcome(r, code)

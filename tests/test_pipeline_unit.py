@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
+import pytest
+
 from proxy.app import build_services, load_policy_rules
 from proxy.checks.base import Check, CheckContext, Stage, Symbol
 from proxy.checks.connect.static_lists import IP_ALLOWLISTED
@@ -63,6 +65,90 @@ async def test_a_check_that_needs_no_waiting_runs_without_a_task() -> None:
     hits = await p._run_concurrent([Counting()], ctx())
     assert [h.name for h in hits] == ["IP_ALLOWLISTED"]
     assert seen == [before]  # no task was created to run it
+    assert len(asyncio.all_tasks()) == before
+
+
+async def test_a_check_that_needs_no_waiting_finishes_without_suspending() -> None:
+    """A check whose answers need no waiting is scored at once: the stage runner's coroutine
+    completes on its first step (no loop iteration, no stage timer)."""
+    p = pipeline()
+    runner = p._run_concurrent([Probe()], ctx())
+    with pytest.raises(StopIteration) as done:
+        runner.send(None)
+    assert [h.name for h in done.value.value] == ["IP_ALLOWLISTED"]
+
+
+async def test_a_timeout_armed_in_an_eager_step_cancels_the_check_not_the_caller() -> None:
+    """A check that arms asyncio.timeout before its first wait (as the pass cache does) and
+    overruns it gets its own TimeoutError; the task running the stage is never cancelled."""
+    p = pipeline("2s")
+    outcome: list[str] = []
+
+    class Bounded(Probe):
+        async def check(self, ctx: CheckContext) -> list[Symbol]:
+            try:
+                async with asyncio.timeout(0.05):
+                    await asyncio.sleep(5)
+            except TimeoutError:
+                outcome.append("timeout")
+            return [IP_ALLOWLISTED.hit("bounded")]
+
+    stage = asyncio.ensure_future(p._run_concurrent([Bounded()], ctx()))
+    hits = await asyncio.wait_for(stage, 3)
+    assert outcome == ["timeout"]
+    assert [h.evidence for h in hits] == ["bounded"]
+    assert not stage.cancelled()
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_task_group_opened_in_an_eager_step_cancels_the_check_not_the_caller() -> None:
+    """A check whose first step opens a TaskGroup whose child fails: the group cancels the
+    check (its parent), which becomes CHECK_ERROR; the stage is not cancelled."""
+    p = pipeline("2s")
+
+    class Grouped(Probe):
+        async def check(self, ctx: CheckContext) -> list[Symbol]:
+            async def boom() -> None:
+                await asyncio.sleep(0.01)
+                raise ValueError("child")
+
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(boom())
+                await asyncio.sleep(5)
+            return []
+
+    stage = asyncio.ensure_future(p._run_concurrent([Grouped()], ctx()))
+    hits = await asyncio.wait_for(stage, 3)
+    assert [h.name for h in hits] == [CHECK_ERROR.name]
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_eager_steps_never_run_as_the_caller() -> None:
+    """Inside the eagerly run steps, current_task() is not the caller (a stand-in for the
+    check's task, which carries the later steps), and context variables set there stay in the
+    check (the caller's are untouched)."""
+    import contextvars
+
+    from proxy.eager import eager
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="caller")
+    me = asyncio.current_task()
+    seen: list[object] = []
+
+    async def step() -> str:
+        seen.append(asyncio.current_task())
+        var.set("check")
+        await asyncio.sleep(0.01)
+        seen.append(asyncio.current_task())
+        return var.get()
+
+    fut = eager(step())
+    assert asyncio.current_task() is me
+    assert var.get() == "caller"
+    assert await fut == "check"
+    assert seen[1] is fut
+    assert seen[0] is not me
+    assert seen[0].cancelling() == 0  # type: ignore[union-attr]
 
 
 async def test_waiting_checks_run_concurrently_and_late_ones_are_cancelled() -> None:

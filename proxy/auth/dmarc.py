@@ -7,7 +7,9 @@ by the caller with :func:`discover`, which takes an async TXT lookup.
   the registrable domain (``privatesuffix``). A bare public suffix has none, so it never aligns.
 - Alignment: strict = same name; relaxed = same organisational domain.
 - DMARC passes when SPF passed for an aligned domain or *any* DKIM signature passed for an
-  aligned domain (every signature counts, not only the first).
+  aligned domain (every signature counts, not only the first). It fails only when every
+  aligned identity has a definite result; an aligned SPF or DKIM result that is unknown
+  (temperror, SPF not evaluated) makes it a temperror instead (see :func:`evaluate`).
 - Disposition on failure: ``p`` (``sp`` when the policy was found at the organisational domain
   for a subdomain), sampled by ``pct``: a message outside the sample gets the next weaker
   policy (reject -> quarantine -> none), RFC 7489 6.6.4.
@@ -181,27 +183,54 @@ class DmarcResult:
     disposition: str = "none"  # what the policy asks for this message, after pct
     aligned_by: str = ""  # "spf:domain" / "dkim:domain" when passing
     detail: str = ""
+    unknown: str = ""  # temperror by an unknown identity: "spf:domain=temperror,dkim:domain=temperror"
+
+
+UNKNOWN = ("temperror", "missing")  # an identity that was not evaluated to a definite result
 
 
 def evaluate(
     domain: str,
     found: Discovery,
     spf: tuple[str, str] | None,
-    dkim_pass_domains: Iterable[str],
+    dkim: Iterable[tuple[str, str]],
     *,
     sample: Callable[[], float] = random.random,
 ) -> DmarcResult:
+    """The DMARC result of a message from ``domain``.
+
+    ``spf`` is ``(result, domain)`` of the SPF identity (MAIL FROM domain, or HELO name for the
+    null sender); ``result`` is ``"missing"`` when SPF was not evaluated (check off, stage
+    timeout); None when the message has no SPF identity at all. ``dkim`` is ``(result, d=)``
+    of every verified signature.
+
+    A fail needs every identity that could have given an aligned pass to be known (RFC 7489
+    4.2: both evaluated): when nothing aligned passed and an *aligned* SPF or DKIM identity is
+    ``temperror`` or ``missing``, the result is ``temperror``, never ``fail`` (a DNS failure
+    must not turn into a rejection). An unknown identity that is not aligned could not have
+    passed DMARC, so it does not hold the fail back (else forging MAIL FROM with a dead-DNS
+    domain would defeat ``p=reject``)."""
     if found.status == "temperror":
         return DmarcResult("temperror", domain, detail=found.detail)
     rec = found.record
     if found.status != "found" or rec is None:
         return DmarcResult("none", domain, detail=found.detail)
     policy = rec.sp if found.at != domain else rec.p
-    for d in dkim_pass_domains:
+    unknown: list[str] = []
+    for result, d in dkim:
         if aligned(d, domain, rec.adkim):
-            return DmarcResult("pass", domain, policy, "none", f"dkim:{d}")
-    if spf is not None and spf[0] == "pass" and aligned(spf[1], domain, rec.aspf):
-        return DmarcResult("pass", domain, policy, "none", f"spf:{spf[1]}")
+            if result == "pass":
+                return DmarcResult("pass", domain, policy, "none", f"dkim:{d}")
+            if result in UNKNOWN:
+                unknown.append(f"dkim:{d}={result}")
+    if spf is not None and aligned(spf[1], domain, rec.aspf):
+        if spf[0] == "pass":
+            return DmarcResult("pass", domain, policy, "none", f"spf:{spf[1]}")
+        if spf[0] in UNKNOWN:
+            unknown.insert(0, f"spf:{spf[1]}={spf[0]}")
+    if unknown:
+        unique = ",".join(dict.fromkeys(unknown))
+        return DmarcResult("temperror", domain, policy, "none", detail=f"p={policy} {unique}", unknown=unique)
     disposition = policy
     if rec.pct < 100 and sample() * 100 >= rec.pct:
         disposition = {"reject": "quarantine", "quarantine": "none"}.get(policy, "none")

@@ -11,12 +11,19 @@ Contract:
 - pyspf calls the module global ``spf.DNSLookup``; :func:`evaluate` installs a dispatcher once
   and hands it the caller's lookup through a thread-local, so concurrent evaluations with
   different resolvers (tests) do not mix.
+- :func:`evaluate_async` is what spamgate runs: **no thread ever waits for DNS**. pyspf runs
+  (in a thread) against the answers known so far; the first lookup it needs that is not known
+  stops that run, the missing names are resolved asynchronously, and pyspf runs again from
+  the start, until a run needs nothing new. Each run is a fraction of a millisecond of CPU; a
+  slow or dead DNS server costs the check's own time budget, never a worker thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +32,9 @@ import spf
 from proxy.dns.resolver import DnsResult
 
 Lookup = Callable[[str, str], DnsResult]
+AsyncLookup = Callable[[str, str], Awaitable[DnsResult]]
+Runner = Callable[..., Awaitable[Any]]
+MAX_ROUNDS = 200  # distinct lookups of one evaluation: 10 terms x 10 MX/PTR names, and margin
 
 RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror")
 _local = threading.local()
@@ -80,11 +90,7 @@ def evaluate(
     """Evaluate the SPF policy of the MAIL FROM domain (``identity="mailfrom"``) or, for the
     null sender or on request, of the HELO name (``identity="helo"``)."""
     _install()
-    if identity == "helo" or not mail_from:
-        identity, sender = "helo", f"postmaster@{helo}"
-    else:
-        sender = mail_from
-    domain = sender.rpartition("@")[2].lower().rstrip(".")
+    identity, sender, domain = identity_of(mail_from, helo, identity)
     _local.lookup = lookup
     try:
         q = spf.query(i=ip, s=sender, h=helo, receiver=receiver or None, querytime=querytime)
@@ -101,3 +107,64 @@ def evaluate(
     if result not in RESULTS:
         result = "permerror" if result == "ambiguous" else "neutral"
     return SpfResult(result, domain, identity, str(expl or ""))
+
+
+def identity_of(mail_from: str, helo: str, identity: str = "mailfrom") -> tuple[str, str, str]:
+    """(identity, sender checked, domain): the MAIL FROM, or ``postmaster@<helo>`` for the
+    HELO identity (asked for, or the null sender)."""
+    if identity == "helo" or not mail_from:
+        identity, sender = "helo", f"postmaster@{helo}"
+    else:
+        sender = mail_from
+    return identity, sender, sender.rpartition("@")[2].lower().rstrip(".")
+
+
+class _Unknown(spf.TempError):  # type: ignore[misc]
+    """A lookup whose answer is not known yet: ends this run (pyspf reads it as a TempError;
+    the run's result is discarded anyway)."""
+
+
+def _attempt(
+    job: Callable[[Lookup], SpfResult],
+    known: dict[tuple[str, str], DnsResult],
+    needed: list[tuple[str, str]],
+) -> SpfResult:
+    def lookup(name: str, rdtype: str) -> DnsResult:
+        key = (name.lower().rstrip("."), rdtype)
+        got = known.get(key)
+        if got is None:
+            needed.append(key)  # recorded even if pyspf swallows the exception
+            raise _Unknown(f"not yet resolved: {name} {rdtype}")
+        return got
+
+    return job(lookup)
+
+
+async def evaluate_async(
+    ip: str,
+    mail_from: str,
+    helo: str,
+    lookup: AsyncLookup,
+    run: Runner,
+    *,
+    identity: str = "mailfrom",
+    querytime: float = 20.0,
+    receiver: str = "",
+) -> SpfResult:
+    """:func:`evaluate` without a thread waiting for DNS: ``run(fn, *args)`` runs pyspf (a
+    bounded thread pool), ``lookup`` is the async resolver. Bound it with a timeout: each DNS
+    round waits for its lookups (the resolver's own timeouts apply)."""
+    known: dict[tuple[str, str], DnsResult] = {}
+    job = functools.partial(
+        evaluate, ip, mail_from, helo, identity=identity, querytime=querytime, receiver=receiver
+    )
+    for _ in range(MAX_ROUNDS):
+        needed: list[tuple[str, str]] = []
+        result: SpfResult = await run(_attempt, job, known, needed)
+        if not needed:
+            return result
+        names = list(dict.fromkeys(needed))
+        answers = await asyncio.gather(*(lookup(n, t) for n, t in names))
+        known.update(zip(names, answers, strict=True))
+    ident, _, domain = identity_of(mail_from, helo, identity)
+    return SpfResult("temperror", domain, ident, f"more than {MAX_ROUNDS} DNS lookups")

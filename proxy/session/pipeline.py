@@ -96,7 +96,8 @@ class Pipeline:
     async def _run_concurrent(self, checks: list[Check], ctx: CheckContext) -> list[Hit]:
         """Start every check eagerly: one that finishes without waiting (all its DNS and store
         answers cached) costs no task and no timer; the others continue as tasks, concurrently,
-        under the stage budget."""
+        under the stage budget. A check's steps never run as the session's task
+        (:mod:`proxy.eager`), so its timeouts can only cancel the check, never the session."""
         hits: list[Hit] = []
         tasks: dict[asyncio.Future[list[Symbol]], Check] = {}
         for check in checks:

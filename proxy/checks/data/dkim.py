@@ -6,7 +6,8 @@ Symbols (one each at most, evidence lists the signing domains):
 ``DKIM_NONE`` (unsigned). A message signed by several domains can have both PASS and FAIL.
 
 Keys are fetched first through the async resolver; verification (CPU work) then runs in the
-bounded thread pool, or in a worker process for messages above ``process_pool_above`` (body
+DKIM family's own bounded thread pool (``threads``; a temperror per signature when every
+thread stays busy for ``thread_wait``), or in a worker process for messages above ``process_pool_above`` (body
 hashing holds the interpreter lock: a thread would still stall the event loop). The results
 are shared with DMARC and the Authentication-Results header through :func:`signatures` (one
 verification per message).
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy.auth import procpool
+from proxy.auth import pools, procpool
 from proxy.auth.dkim import DkimSignature, key_names, verify_prefetched
 from proxy.auth.memo import once
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
@@ -78,6 +79,27 @@ class DkimOptions(BaseOptions):
         kind="size",
     )
     on_temperror: str = on_temperror_opt()
+    threads: int = opt(
+        2,
+        "Threads of the DKIM pool (its own: no other check family waits behind it). A thread is "
+        "busy until its job really ends, even when the stage budget gave up on it.",
+        minimum=1,
+    )
+    thread_wait: float = opt(
+        "1s",
+        "When every DKIM thread is busy, how long a check waits for one before reporting "
+        "DKIM_TEMPERROR (a prompt temperror, not a queue).",
+        kind="duration",
+    )
+
+
+def _busy(names: list[str], why: str) -> list[DkimSignature]:
+    """Every signature a temperror (no thread to verify them): DMARC sees which domains signed."""
+    out = []
+    for n in names:
+        selector, _, domain = n.partition("._domainkey.")
+        out.append(DkimSignature("temperror", domain, selector, reason=why))
+    return out
 
 
 async def signatures(ctx: CheckContext, services: Services) -> list[DkimSignature]:
@@ -85,11 +107,10 @@ async def signatures(ctx: CheckContext, services: Services) -> list[DkimSignatur
     assert ctx.txn is not None
     opts: DkimOptions = services.config.checks["dkim"]
     resolver = services.resolver
-    run = services.run_blocking
     message = ctx.message
 
     async def compute() -> list[DkimSignature]:
-        if resolver is None or run is None:
+        if resolver is None:
             return []
         names = key_names(message, opts.max_signatures)
         if not names:
@@ -100,14 +121,18 @@ async def signatures(ctx: CheckContext, services: Services) -> list[DkimSignatur
             keys = {n: (a.status, tuple(a.records)) for n, a in zip(names, answers, strict=True)}
             args = (message, keys, opts.max_signatures, opts.min_key_bits)
             big = opts.process_pool_above and len(message) >= opts.process_pool_above
+            threads = pools.pool(services, "dkim")
             try:
                 if big:
-                    result = await procpool.run(verify_prefetched, *args)
+                    try:
+                        result = await procpool.run(verify_prefetched, *args, wait=opts.thread_wait)
+                    except BrokenProcessPool:
+                        procpool.shutdown()
+                        result = await threads.run(verify_prefetched, *args)
                 else:
-                    result = await run(verify_prefetched, *args)
-            except BrokenProcessPool:
-                procpool.shutdown()
-                result = await run(verify_prefetched, *args)
+                    result = await threads.run(verify_prefetched, *args)
+            except pools.Saturated as exc:
+                result = _busy(names, str(exc))
             log.debug("dkim_verified", size=len(message), process=bool(big), signatures=len(result))
         ctx.txn.notes["dkim"] = result  # type: ignore[union-attr]
         return result

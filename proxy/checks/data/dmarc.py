@@ -9,7 +9,10 @@ Symbols: ``DMARC_PASS{from:spf|dkim:domain}``; on failure, by the disposition th
 (forced tag: X-Spam-Flag, subject prefix), ``DMARC_FAIL`` (p=none: monitoring only); ``DMARC_FORWARDED``
 instead when the client is a trusted forwarder (``trusted_forwarders``) or the message carries
 a valid ARC chain sealed by one of ``trusted_arc_sealers`` (``arc_override``);
-``DMARC_NONE`` (no policy, or no single From domain), ``DMARC_TEMPERROR`` (lookup failed).
+``DMARC_NONE`` (no policy, or no single From domain), ``DMARC_TEMPERROR`` (the policy lookup
+failed, or no aligned pass while an aligned SPF or DKIM result is unknown: an SPF or DKIM
+temperror, or no SPF result at all because the ``spf`` check is off or timed out; RFC 7489
+needs both identities evaluated before a fail, so a DNS failure never becomes a 550).
 Clients in ``relay.relay_networks`` are not checked. The result is ``txn.notes["dmarc"]``
 (a :class:`~proxy.auth.dmarc.DmarcResult`).
 """
@@ -72,7 +75,9 @@ DMARC_NONE = SymbolDef(
 )
 DMARC_TEMPERROR = SymbolDef(
     "DMARC_TEMPERROR",
-    "The DMARC policy lookup failed (timeout, SERVFAIL).",
+    "DMARC cannot be decided: the policy lookup failed (timeout, SERVFAIL), or nothing aligned "
+    "passed while an aligned SPF or DKIM result is unknown (DNS failure, SPF not evaluated; "
+    "evidence: from-domain:identity=result). Never a fail.",
     score=0.0,
     remedy="Nothing unless your DNS servers fail; the receiving site retries.",
 )
@@ -93,6 +98,24 @@ class DmarcOptions(BaseOptions):
     on_temperror: str = on_temperror_opt()
 
 
+def spf_identity(ctx: CheckContext) -> tuple[str, str] | None:
+    """The SPF result DMARC aligns: the ``spf`` check's ``(result, domain)``; when that check
+    did not run or did not finish (disabled, MAIL stage timeout), ``("missing", domain)`` for
+    the identity it would have checked (MAIL FROM domain, or the HELO name for the null
+    sender): not a fail. None when there is no SPF identity (null sender, literal HELO)."""
+    txn = ctx.txn
+    assert txn is not None
+    spf: tuple[str, str] | None = txn.notes.get("spf")
+    if spf is not None:
+        return spf
+    if txn.mail_from:
+        domain = txn.mail_from.rpartition("@")[2]
+    else:
+        domain = "" if ctx.conn.helo.startswith("[") else ctx.conn.helo
+    domain = domain.strip().lower().rstrip(".")
+    return ("missing", domain) if domain else None
+
+
 async def dmarc_result(ctx: CheckContext, services: Services) -> DmarcResult:
     """The DMARC evaluation of this message, computed once per transaction."""
     txn = ctx.txn
@@ -109,10 +132,10 @@ async def dmarc_result(ctx: CheckContext, services: Services) -> DmarcResult:
                 return await resolver.lookup(name, "TXT")  # type: ignore[no-any-return]
 
             found = await discover(domain, txt)
-            passes = []
+            dkim: list[tuple[str, str]] = []
             if found.status == "found":
-                passes = [s.domain for s in await signatures(ctx, services) if s.result == "pass"]
-            res = evaluate(domain, found, txn.notes.get("spf"), passes)
+                dkim = [(s.result, s.domain) for s in await signatures(ctx, services)]
+            res = evaluate(domain, found, spf_identity(ctx), dkim)
         txn.notes["dmarc"] = res
         return res
 
@@ -158,7 +181,8 @@ class Dmarc(Check):
         if res.result == "pass":
             return [DMARC_PASS.hit(f"{d}:{res.aligned_by}")]
         if res.result == "temperror":
-            return temperror(DMARC_TEMPERROR, d, self.options.on_temperror)
+            evidence = f"{d}:{res.unknown}" if res.unknown else d
+            return temperror(DMARC_TEMPERROR, evidence, self.options.on_temperror)
         if res.result == "none":
             return [DMARC_NONE.hit(d or res.detail)]
         if res.disposition in ("reject", "quarantine"):

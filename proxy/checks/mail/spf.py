@@ -12,23 +12,27 @@ non-null sender (``txn.notes["spf_helo"]``, ``SPF_HELO_FAIL`` when it fails).
 
 Clients in ``relay.relay_networks`` (your own submission hosts) are not checked.
 
-pyspf is synchronous: it runs in the bounded thread pool, its DNS through
-``Resolver.lookup_blocking`` (the ``[dns]`` nameservers, cache and timeouts).
+pyspf is synchronous: it runs in the SPF family's own bounded thread pool (``threads``,
+:mod:`proxy.auth.pools`), but never waits for DNS there: :func:`~proxy.auth.spf.evaluate_async`
+resolves what pyspf asks for through the async resolver (the ``[dns]`` nameservers, cache and
+timeouts) and re-runs it, so a dead DNS server costs this check's ``timeout``, not a thread.
+When every SPF thread stays busy for ``thread_wait``, the result is a temperror at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ipaddress
 import time
 from dataclasses import dataclass
 
-from proxy.auth.spf import SpfResult, evaluate
+from proxy.auth import pools
+from proxy.auth.spf import SpfResult, evaluate_async, identity_of
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
-from proxy.dns.resolver import DnsResult
 
 SPF_PASS = SymbolDef(
     "SPF_PASS",
@@ -110,6 +114,18 @@ class SpfOptions(BaseOptions):
         kind="duration",
     )
     cache_size: int = opt(10000, "Results kept for reuse per worker (LRU).", minimum=0)
+    threads: int = opt(
+        4,
+        "Threads of the SPF pool (its own: no other check family waits behind it). A thread is "
+        "busy until its job really ends, even when the stage budget gave up on it.",
+        minimum=1,
+    )
+    thread_wait: float = opt(
+        "1s",
+        "When every SPF thread is busy, how long a check waits for one before reporting "
+        "SPF_TEMPERROR (a prompt temperror, not a queue).",
+        kind="duration",
+    )
 
 
 class Spf(Check):
@@ -158,25 +174,23 @@ class Spf(Check):
 
     async def _run_pyspf(self, ip: str, mail_from: str, helo: str, identity: str) -> SpfResult:
         resolver = self.services.resolver
-        run = self.services.run_blocking
-        assert run is not None
-        hostname = self.services.config.server.hostname
-
-        def lookup(name: str, rdtype: str) -> DnsResult:
-            return resolver.lookup_blocking(name, rdtype)  # type: ignore[no-any-return]
-
-        result: SpfResult = await run(
-            lambda: evaluate(
-                ip,
-                mail_from,
-                helo,
-                lookup,
-                identity=identity,
-                querytime=self.options.timeout,
-                receiver=hostname,
-            )
-        )
-        return result
+        o: SpfOptions = self.options
+        try:
+            async with asyncio.timeout(o.timeout):
+                return await evaluate_async(
+                    ip,
+                    mail_from,
+                    helo,
+                    resolver.lookup,
+                    pools.pool(self.services, "spf").run,
+                    identity=identity,
+                    querytime=o.timeout,
+                    receiver=self.services.config.server.hostname,
+                )
+        except (TimeoutError, pools.Saturated) as exc:
+            ident, _, domain = identity_of(mail_from, helo, identity)
+            why = str(exc) or f"evaluation exceeded {o.timeout:g}s"
+            return SpfResult("temperror", domain, ident, why)
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         txn = ctx.txn
