@@ -26,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "state": BASE,
     "relay": BASE,
     "auth": BASE | {"dns"},
-    "checks": BASE | {"dns", "state", "auth", "smtp"},
+    "scan": BASE,  # clients of the external scanners: no symbols, no policy
+    "checks": BASE | {"dns", "state", "auth", "smtp", "scan"},
     "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
 }
@@ -36,6 +37,7 @@ PARTS = {
     "proxy.config.loader": "config-assembly",
     "proxy.config.docs": "config-assembly",
     "proxy.observability.metrics": "metrics",
+    "proxy.observability.scanner_metrics": "metrics",
     "proxy.observability.config": "config",
 }
 

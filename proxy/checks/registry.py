@@ -14,9 +14,12 @@ from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
 from proxy.checks.data.arc import Arc
 from proxy.checks.data.auth_results import AuthResults
+from proxy.checks.data.clamav import Clamav
 from proxy.checks.data.dkim import Dkim
 from proxy.checks.data.dmarc import Dmarc
 from proxy.checks.data.headers import HeaderSanity
+from proxy.checks.data.rspamd import RspamdCheck
+from proxy.checks.data.spamassassin import Spamassassin
 from proxy.checks.helo.dns import HeloDns
 from proxy.checks.helo.syntax import HeloSyntax
 from proxy.checks.mail.ratelimit import RateLimitMail
@@ -55,6 +58,9 @@ CHECKS: tuple[type[Check], ...] = (
     Arc,
     Dmarc,
     AuthResults,
+    Clamav,
+    RspamdCheck,
+    Spamassassin,
 )
 
 # Checks that protect the relay: they cannot be disabled or observed.
