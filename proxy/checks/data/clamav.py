@@ -51,7 +51,7 @@ CLAMAV_SKIPPED = SymbolDef(
     remedy="Nothing to fix; large files are better shared by link.",
 )
 
-_O = scanner_options("127.0.0.1:3310", "30s", 4, "25M", "tempfail")
+_O = scanner_options("127.0.0.1:3310", "8s", 4, "25M", "tempfail")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,141 @@
+"""The external scanners end to end, against real servers on loopback: clamd, rspamd, spamd.
+
+Each scanner: a clean message, a caught one, the verdict under an enforcing rule (or observe
+mode), the scanner down (a dead port), hanging (a listener that never answers) and the size
+cap. The servers start once per test session (tests/harness/{clamd,rspamd,spamd}.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.harness.clamd import SIGNATURE, STREAM_MAX, VIRUS, Clamd, clamd_server  # noqa: F401
+from tests.harness.clients import message
+from tests.harness.dnsgate import symbols
+from tests.harness.mail_auth import send_raw
+from tests.harness.proc import Spamgate, deep_merge, free_port
+from tests.harness.rspamd import Rspamd, rspamd_server  # noqa: F401
+from tests.harness.silent import Silent
+from tests.harness.sink import Sink
+from tests.harness.spamd import Spamd, spamd_server  # noqa: F401
+
+Factory = Callable[..., Spamgate]
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+def gate(factory: Factory, sink: Sink, checks: dict[str, Any], site_rules: str = "", **config: Any) -> Spamgate:
+    cfg = deep_merge({"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "checks": checks}, config)
+    sg = factory(cfg, start=False)
+    if site_rules:
+        path = sg.dir / "site-rules.toml"
+        path.write_text(site_rules)
+        sg.config = deep_merge(sg.config, {"policy": {"site_rules": [str(path)]}})
+    return sg.start()
+
+
+def scan_syms(sg: Spamgate, count: int, prefixes: tuple[str, ...]) -> dict[str, str]:
+    line = sg.wait_log("transaction", count=count)[count - 1]
+    return {k: v[1] for k, v in symbols(line).items() if k.startswith(prefixes)}
+
+
+def infected() -> bytes:
+    """A message with an attachment (base64) holding the test signature: clamd decodes MIME."""
+    payload = base64.encodebytes(b"some file\n" + VIRUS + b"\n").decode().replace("\n", "\r\n")
+    body = (
+        "--b1\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n"
+        "--b1\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+        f'Content-Disposition: attachment; filename="x.bin"\r\n\r\n{payload}--b1--\r\n'
+    )
+    extra = 'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b1"\r\n'
+    return message("infected", body=body, extra=extra)
+
+
+def big(size: int) -> bytes:
+    line = "x" * 76 + "\r\n"
+    return message("big", body=line * (size // len(line) + 1))
+
+
+def clam(address: str, **kw: Any) -> dict[str, Any]:
+    return {"clamav": {"enabled": True, "address": address, **kw}}
+
+
+# -- ClamAV ------------------------------------------------------------------------------------
+
+
+def test_clamav_clean_virus_and_observe(
+    spamgate_factory: Factory, sink: Sink, clamd_server: Clamd  # noqa: F811
+) -> None:
+    """Clean: delivered, no symbol. A virus in a base64 attachment: 554 5.7.1 naming it, never
+    relayed. The same virus with the check in observe mode: delivered, ~VIRUS_FOUND logged."""
+    sg = gate(spamgate_factory, sink, clam(clamd_server.address))
+    assert send_raw(sg.port, message("clean")).get("ok")
+    assert scan_syms(sg, 1, ("VIRUS", "CLAMAV", "SCANNER")) == {}
+    r = send_raw(sg.port, infected())
+    assert r["error"] == 554
+    assert r["reply"].startswith("5.7.1 [ref ")
+    assert f"virus ({SIGNATURE}.UNOFFICIAL)" in r["reply"]
+    assert scan_syms(sg, 2, ("VIRUS",)) == {"VIRUS_FOUND": f"{SIGNATURE}.UNOFFICIAL"}
+    assert len(sink.messages) == 1
+    observing = gate(spamgate_factory, sink, clam(clamd_server.address, mode="observe"))
+    assert send_raw(observing.port, infected()).get("ok")
+    line = observing.wait_log("transaction")[0]
+    assert f"~VIRUS_FOUND(0){{{SIGNATURE}.UNOFFICIAL}}" in line["symbols"]
+    assert line["would_be"] == "reject"
+
+
+@pytest.mark.parametrize(("on_error", "code"), [("tempfail", 451), ("continue", None)])
+def test_clamav_down(spamgate_factory: Factory, sink: Sink, on_error: str, code: int | None) -> None:
+    """clamd not listening: CLAMAV_TEMPERROR; the antivirus fails closed by default (451 4.7.1,
+    the sender retries), or lets the message through with on_error = "continue"."""
+    checks = clam(f"127.0.0.1:{free_port()}")
+    if on_error != "tempfail":
+        checks["clamav"]["on_error"] = on_error
+    sg = gate(spamgate_factory, sink, checks)
+    r = send_raw(sg.port, message("clean"))
+    got = scan_syms(sg, 1, ("CLAMAV", "SCANNER"))
+    assert got["CLAMAV_TEMPERROR"].startswith("unavailable: 127.0.0.1:")
+    if code is None:
+        assert r.get("ok")
+        assert "SCANNER_TEMPFAIL" not in got
+    else:
+        assert r["error"] == code
+        assert r["reply"].startswith("4.7.1 [ref ")
+        assert "could not be scanned" in r["reply"]
+        assert got["SCANNER_TEMPFAIL"] == "CLAMAV_TEMPERROR"
+        assert not sink.messages
+
+
+def test_clamav_hangs_and_connection_limit(spamgate_factory: Factory, sink: Sink) -> None:
+    """A clamd that accepts and never answers: 451 after the scanner's timeout (not the stage
+    budget). Two messages at once with max_connections = 1: one connection only; the second
+    waited for the slot and gave up (busy) at the same deadline."""
+    with Silent() as silent:
+        sg = gate(spamgate_factory, sink, clam(silent.address, timeout="1s", max_connections=1))
+        t0 = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda i: send_raw(sg.port, message(f"m{i}")), range(2)))
+        assert time.monotonic() - t0 < 4
+        assert [r.get("error") for r in results] == [451, 451]
+        assert silent.accepted == 1
+    kinds = sorted(scan_syms(sg, n, ("CLAMAV",))["CLAMAV_TEMPERROR"].split(":")[0] for n in (1, 2))
+    assert kinds == ["busy", "timeout"]
+
+
+def test_clamav_size_caps(spamgate_factory: Factory, sink: Sink, clamd_server: Clamd) -> None:  # noqa: F811
+    """Over max_size: not sent, CLAMAV_SKIPPED{size>limit}, delivered. Under max_size but over
+    clamd's StreamMaxLength (a max_size set too high): clamd's refusal is the same symbol."""
+    sg = gate(spamgate_factory, sink, clam(clamd_server.address, max_size="4K"))
+    data = big(6000) + VIRUS
+    assert send_raw(sg.port, data).get("ok")
+    skipped = scan_syms(sg, 1, ("CLAMAV", "VIRUS"))
+    assert list(skipped) == ["CLAMAV_SKIPPED"]
+    assert skipped["CLAMAV_SKIPPED"].endswith(">4096")
+    sg2 = gate(spamgate_factory, sink, clam(clamd_server.address, max_size="2M"))
+    assert send_raw(sg2.port, big(STREAM_MAX + 1000)).get("ok")
+    assert scan_syms(sg2, 1, ("CLAMAV",))["CLAMAV_SKIPPED"].endswith(">StreamMaxLength")
