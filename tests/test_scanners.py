@@ -29,7 +29,9 @@ Factory = Callable[..., Spamgate]
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 
 
-def gate(factory: Factory, sink: Sink, checks: dict[str, Any], site_rules: str = "", **config: Any) -> Spamgate:
+def gate(
+    factory: Factory, sink: Sink, checks: dict[str, Any], site_rules: str = "", **config: Any
+) -> Spamgate:
     cfg = deep_merge({"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "checks": checks}, config)
     sg = factory(cfg, start=False)
     if site_rules:
@@ -69,7 +71,9 @@ def clam(address: str, **kw: Any) -> dict[str, Any]:
 
 
 def test_clamav_clean_virus_and_observe(
-    spamgate_factory: Factory, sink: Sink, clamd_server: Clamd  # noqa: F811
+    spamgate_factory: Factory,
+    sink: Sink,
+    clamd_server: Clamd,  # noqa: F811
 ) -> None:
     """Clean: delivered, no symbol. A virus in a base64 attachment: 554 5.7.1 naming it, never
     relayed. The same virus with the check in observe mode: delivered, ~VIRUS_FOUND logged."""
@@ -139,3 +143,135 @@ def test_clamav_size_caps(spamgate_factory: Factory, sink: Sink, clamd_server: C
     sg2 = gate(spamgate_factory, sink, clam(clamd_server.address, max_size="2M"))
     assert send_raw(sg2.port, big(STREAM_MAX + 1000)).get("ok")
     assert scan_syms(sg2, 1, ("CLAMAV",))["CLAMAV_SKIPPED"].endswith(">StreamMaxLength")
+
+
+# -- rspamd ------------------------------------------------------------------------------------
+
+
+def rsp(address: str, **kw: Any) -> dict[str, Any]:
+    return {"rspamd": {"enabled": True, "address": address, **kw}}
+
+
+def test_rspamd_clean_gtube_headers_and_envelope(
+    spamgate_factory: Factory,
+    sink: Sink,
+    rspamd_server: Rspamd,  # noqa: F811
+) -> None:
+    """Clean: delivered with RSPAMD_SYMBOLS as evidence, rspamd saw the real envelope (its
+    FROM_EQ_ENVFROM and RCPT_COUNT_ONE), and with add_headers its X-Spamd-Result and
+    X-Rspamd-Queue-Id (our ref) are in the message. GTUBE: rspamd says reject, so does
+    spamgate (550 5.7.1), with rspamd's score and symbols in the log line."""
+    sg = gate(spamgate_factory, sink, rsp(rspamd_server.address, add_headers=True))
+    assert send_raw(sg.port, message("clean", frm="alice@sender.test")).get("ok")
+    got = scan_syms(sg, 1, ("RSPAMD",))
+    assert list(got) == ["RSPAMD_SYMBOLS"]
+    names = {s.split(":")[0] for s in got["RSPAMD_SYMBOLS"].split(",")}
+    assert {"FROM_EQ_ENVFROM", "RCPT_COUNT_ONE"} <= names
+    ref = sg.wait_log("transaction")[0]["ref"]
+    relayed = sink.messages[-1].data
+    assert f"X-Rspamd-Queue-Id: {ref}\r\n".encode() in relayed
+    assert b"X-Spamd-Result: default: False [" in relayed
+    r = send_raw(sg.port, message("spam", body=GTUBE + "\r\n"))
+    assert r["error"] == 550
+    assert r["reply"].startswith("5.7.1 [ref ")
+    got = scan_syms(sg, 2, ("RSPAMD",))
+    assert got == {"RSPAMD_SYMBOLS": "GTUBE:0", "RSPAMD_REJECT": "15/15"}
+    assert len(sink.messages) == 1
+
+
+def test_rspamd_action_mapping_and_observe(
+    spamgate_factory: Factory,
+    sink: Sink,
+    rspamd_server: Rspamd,  # noqa: F811
+) -> None:
+    """rspamd's reject mapped to RSPAMD_ADD_HEADER: GTUBE is delivered tagged (X-Spam-Flag).
+    In observe mode: delivered, the log says it would have been rejected."""
+    sg = gate(spamgate_factory, sink, rsp(rspamd_server.address, actions={"reject": "RSPAMD_ADD_HEADER"}))
+    assert send_raw(sg.port, message("spam", body=GTUBE + "\r\n")).get("ok")
+    line = sg.wait_log("transaction")[0]
+    assert line["action"] == "tag"
+    assert "RSPAMD_ADD_HEADER(6){15/15}" in line["symbols"]
+    assert b"X-Spam-Flag: YES" in sink.messages[-1].data
+    obs = gate(spamgate_factory, sink, rsp(rspamd_server.address, mode="observe"))
+    assert send_raw(obs.port, message("spam", body=GTUBE + "\r\n")).get("ok")
+    line = obs.wait_log("transaction")[0]
+    assert line["would_be"] == "reject"
+    assert "~RSPAMD_REJECT(0){15/15}" in line["symbols"]
+
+
+def test_rspamd_down_hanging_and_size_cap(spamgate_factory: Factory, sink: Sink) -> None:
+    """rspamd down: RSPAMD_TEMPERROR and delivered (on_error = "continue", the default), or
+    451 with on_error = "tempfail". Hanging: the same after the timeout. Over max_size: not
+    sent, RSPAMD_SKIPPED."""
+    dead = f"127.0.0.1:{free_port()}"
+    sg = gate(spamgate_factory, sink, rsp(dead))
+    assert send_raw(sg.port, message("a")).get("ok")
+    assert scan_syms(sg, 1, ("RSPAMD", "SCANNER"))["RSPAMD_TEMPERROR"].startswith("unavailable:")
+    strict = gate(spamgate_factory, sink, rsp(dead, on_error="tempfail"))
+    r = send_raw(strict.port, message("b"))
+    assert r["error"] == 451
+    assert scan_syms(strict, 1, ("SCANNER",)) == {"SCANNER_TEMPFAIL": "RSPAMD_TEMPERROR"}
+    with Silent() as silent:
+        slow = gate(spamgate_factory, sink, rsp(silent.address, timeout="1s", max_size="4K"))
+        t0 = time.monotonic()
+        assert send_raw(slow.port, message("c")).get("ok")
+        assert 0.9 < time.monotonic() - t0 < 3
+        assert scan_syms(slow, 1, ("RSPAMD",))["RSPAMD_TEMPERROR"].startswith("timeout:")
+        assert send_raw(slow.port, big(6000)).get("ok")
+        assert scan_syms(slow, 2, ("RSPAMD",))["RSPAMD_SKIPPED"].endswith(">4096")
+        assert silent.accepted == 1
+
+
+# -- SpamAssassin ------------------------------------------------------------------------------
+
+
+def sa(address: str, **kw: Any) -> dict[str, Any]:
+    return {"spamassassin": {"enabled": True, "address": address, **kw}}
+
+
+def test_spamassassin_clean_gtube_and_enforcing_rule(
+    spamgate_factory: Factory,
+    sink: Sink,
+    spamd_server: Spamd,  # noqa: F811
+) -> None:
+    """Clean: SPAMASSASSIN_SCORE with the score under 5. GTUBE: SPAMASSASSIN_SPAM (weight 6:
+    delivered tagged) with score/threshold and the rules. Under a site rule that rejects
+    SPAMASSASSIN_SPAM: 550 5.7.1."""
+    sg = gate(spamgate_factory, sink, sa(spamd_server.address))
+    assert send_raw(sg.port, message("clean")).get("ok")
+    score = scan_syms(sg, 1, ("SPAMASSASSIN",))["SPAMASSASSIN_SCORE"]
+    assert float(score.split("/")[0]) < 5
+    assert send_raw(sg.port, message("spam", body=GTUBE + "\r\n")).get("ok")
+    line = sg.wait_log("transaction", count=2)[1]
+    assert line["action"] == "tag"
+    spam = symbols(line)["SPAMASSASSIN_SPAM"]
+    assert spam[0] == 6
+    value, _, rules = spam[1].partition(":")
+    assert float(value.split("/")[0]) > 900
+    assert value.split("/")[1] == "5"
+    assert "GTUBE" in rules.split(",")
+    rule = '[symbols.SPAMASSASSIN_SPAM]\naction = "reject"\nreply = "550 5.7.1 Message rejected as spam"\n'
+    strict = gate(spamgate_factory, sink, sa(spamd_server.address), site_rules=rule)
+    r = send_raw(strict.port, message("spam", body=GTUBE + "\r\n"))
+    assert r["error"] == 550
+    assert r["reply"].startswith("5.7.1 [ref ")
+
+
+def test_spamassassin_down_hanging_and_size_cap(spamgate_factory: Factory, sink: Sink) -> None:
+    """spamd down or hanging: SPAMASSASSIN_TEMPERROR, delivered (continue) or 451 (tempfail);
+    over max_size: SPAMASSASSIN_SKIPPED without a connection."""
+    sg = gate(spamgate_factory, sink, sa(f"127.0.0.1:{free_port()}", on_error="tempfail"))
+    r = send_raw(sg.port, message("a"))
+    assert r["error"] == 451
+    got = scan_syms(sg, 1, ("SPAMASSASSIN", "SCANNER"))
+    assert got["SPAMASSASSIN_TEMPERROR"].startswith("unavailable:")
+    assert got["SCANNER_TEMPFAIL"] == "SPAMASSASSIN_TEMPERROR"
+    with Silent() as silent:
+        slow = gate(spamgate_factory, sink, sa(silent.address, timeout="1s", max_size="4K"))
+        assert send_raw(slow.port, big(6000)).get("ok")
+        assert scan_syms(slow, 1, ("SPAMASSASSIN",))["SPAMASSASSIN_SKIPPED"].endswith(">4096")
+        assert silent.accepted == 0
+        t0 = time.monotonic()
+        assert send_raw(slow.port, message("b")).get("ok")
+        assert 0.9 < time.monotonic() - t0 < 3
+        assert scan_syms(slow, 2, ("SPAMASSASSIN",))["SPAMASSASSIN_TEMPERROR"].startswith("timeout:")

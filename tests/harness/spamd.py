@@ -36,7 +36,16 @@ class Spamd:
 
     def start(self) -> Spamd:
         args = [SPAMD, "-L", "-x", "-i", self.address, "-A", "127.0.0.1", "-H", str(self.dir)]
-        args += ["-m", "2", "--min-spare=1", "--max-spare=2", "-s", "stderr", "-r", str(self.dir / "spamd.pid")]
+        args += [
+            "-m",
+            "2",
+            "--min-spare=1",
+            "--max-spare=2",
+            "-s",
+            "stderr",
+            "-r",
+            str(self.dir / "spamd.pid"),
+        ]
         if os.geteuid() == 0:
             args += ["-u", "nobody"]  # spamd refuses to run its children as root
         log = open(self.dir / "spamd.log", "ab")  # noqa: SIM115 - kept by the process
