@@ -275,3 +275,74 @@ def test_spamassassin_down_hanging_and_size_cap(spamgate_factory: Factory, sink:
         assert send_raw(slow.port, message("b")).get("ok")
         assert 0.9 < time.monotonic() - t0 < 3
         assert scan_syms(slow, 2, ("SPAMASSASSIN",))["SPAMASSASSIN_TEMPERROR"].startswith("timeout:")
+
+
+# -- health, readiness, metrics, concurrency ---------------------------------------------------
+
+
+def test_readiness_and_metrics(
+    spamgate_factory: Factory,
+    sink: Sink,
+    clamd_server: Clamd,
+    spamd_server: Spamd,  # noqa: F811
+) -> None:
+    """/readyz lists the scanners whose failure defers mail (the fail-closed antivirus) or that
+    ask for it (ready_check = "yes"): 503 naming rspamd while it is down. /metrics has each
+    scanner's latency, errors by kind, verdicts and up/down state."""
+    from tests.harness.admin import get, sample
+
+    port = free_port()
+    checks = {
+        **clam(clamd_server.address),
+        **sa(spamd_server.address),
+        **rsp(f"127.0.0.1:{free_port()}", ready_check="yes"),
+    }
+    metrics = {"listen": f"127.0.0.1:{port}", "readyz_cache": "0s", "readyz_timeout": "2s"}
+    sg = gate(spamgate_factory, sink, checks, metrics=metrics)
+    sg.wait_log("admin_listening")
+    status, body = get(port, "/readyz")
+    assert status == 503
+    assert "clamav ok" in body.splitlines()
+    assert "rspamd failed" in body.splitlines()
+    assert "spamassassin" not in body  # on_error = "continue": its failure defers nothing
+    assert send_raw(sg.port, message("clean")).get("ok")
+    sg.wait_log("transaction")
+    text = get(port, "/metrics")[1]
+    assert sample(text, "spamgate_scanner_seconds_count", scanner="clamav") == 1
+    assert sample(text, "spamgate_scanner_seconds_count", scanner="spamassassin") == 1
+    assert sample(text, "spamgate_scanner_verdicts_total", scanner="clamav", verdict="clean") == 1
+    assert sample(text, "spamgate_scanner_verdicts_total", scanner="spamassassin", verdict="ham") == 1
+    assert sample(text, "spamgate_scanner_errors_total", scanner="rspamd", kind="unavailable") == 1
+    assert sample(text, "spamgate_scanner_up", scanner="clamav") == 1
+    assert sample(text, "spamgate_scanner_up", scanner="rspamd") == 0
+
+
+def test_scanners_run_concurrently(
+    spamgate_factory: Factory,
+    sink: Sink,
+    clamd_server: Clamd,  # noqa: F811
+    spamd_server: Spamd,  # noqa: F811
+    rspamd_server: Rspamd,  # noqa: F811
+) -> None:
+    """Three scanners that each hang for their 1 s timeout cost the message about 1 s, not 3:
+    they run side by side (and beside DKIM/DMARC) under the stage budget. With the three real
+    scanners the message is judged by all three in one transaction."""
+    with Silent() as a, Silent() as b, Silent() as c:
+        checks = {
+            **clam(a.address, timeout="1s", on_error="continue"),
+            **rsp(b.address, timeout="1s"),
+            **sa(c.address, timeout="1s"),
+        }
+        sg = gate(spamgate_factory, sink, checks)
+        t0 = time.monotonic()
+        assert send_raw(sg.port, message("slow")).get("ok")
+        elapsed = time.monotonic() - t0
+        got = scan_syms(sg, 1, ("CLAMAV", "RSPAMD", "SPAMASSASSIN"))
+        assert sorted(got) == ["CLAMAV_TEMPERROR", "RSPAMD_TEMPERROR", "SPAMASSASSIN_TEMPERROR"]
+        assert 0.9 < elapsed < 2.2, elapsed
+    real = {**clam(clamd_server.address), **rsp(rspamd_server.address), **sa(spamd_server.address)}
+    sg = gate(spamgate_factory, sink, real)
+    r = send_raw(sg.port, infected())
+    assert r["error"] == 554
+    got = scan_syms(sg, 1, ("VIRUS", "RSPAMD", "SPAMASSASSIN"))
+    assert {"VIRUS_FOUND", "RSPAMD_SYMBOLS", "SPAMASSASSIN_SCORE"} <= set(got)
