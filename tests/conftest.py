@@ -8,11 +8,14 @@ from typing import Any
 
 import pytest
 
+from tests.harness.clamd import clamd_server  # noqa: F401
 from tests.harness.core_fixtures import _close_raw_clients  # noqa: F401
 from tests.harness.dns_server import dns_server  # noqa: F401
 from tests.harness.proc import Spamgate
 from tests.harness.redis_server import redis_server  # noqa: F401
+from tests.harness.rspamd import rspamd_server  # noqa: F401
 from tests.harness.sink import Sink
+from tests.harness.spamd import spamd_server  # noqa: F401
 from tests.harness.tls import pki  # noqa: F401
 
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 
-from tests.harness.clamd import SIGNATURE, STREAM_MAX, VIRUS, Clamd, clamd_server  # noqa: F401
+from tests.harness.clamd import SIGNATURE, STREAM_MAX, VIRUS, Clamd
 from tests.harness.clients import message
 from tests.harness.dnsgate import symbols
 from tests.harness.mail_auth import send_raw
 from tests.harness.proc import Spamgate, deep_merge, free_port
-from tests.harness.rspamd import Rspamd, rspamd_server  # noqa: F401
+from tests.harness.rspamd import Rspamd
 from tests.harness.silent import Silent
 from tests.harness.sink import Sink
-from tests.harness.spamd import Spamd, spamd_server  # noqa: F401
+from tests.harness.spamd import Spamd
 
 Factory = Callable[..., Spamgate]
 GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
@@ -73,7 +73,7 @@ def clam(address: str, **kw: Any) -> dict[str, Any]:
 def test_clamav_clean_virus_and_observe(
     spamgate_factory: Factory,
     sink: Sink,
-    clamd_server: Clamd,  # noqa: F811
+    clamd_server: Clamd,
 ) -> None:
     """Clean: delivered, no symbol. A virus in a base64 attachment: 554 5.7.1 naming it, never
     relayed. The same virus with the check in observe mode: delivered, ~VIRUS_FOUND logged."""
@@ -131,7 +131,7 @@ def test_clamav_hangs_and_connection_limit(spamgate_factory: Factory, sink: Sink
     assert kinds == ["busy", "timeout"]
 
 
-def test_clamav_size_caps(spamgate_factory: Factory, sink: Sink, clamd_server: Clamd) -> None:  # noqa: F811
+def test_clamav_size_caps(spamgate_factory: Factory, sink: Sink, clamd_server: Clamd) -> None:
     """Over max_size: not sent, CLAMAV_SKIPPED{size>limit}, delivered. Under max_size but over
     clamd's StreamMaxLength (a max_size set too high): clamd's refusal is the same symbol."""
     sg = gate(spamgate_factory, sink, clam(clamd_server.address, max_size="4K"))
@@ -155,7 +155,7 @@ def rsp(address: str, **kw: Any) -> dict[str, Any]:
 def test_rspamd_clean_gtube_headers_and_envelope(
     spamgate_factory: Factory,
     sink: Sink,
-    rspamd_server: Rspamd,  # noqa: F811
+    rspamd_server: Rspamd,
 ) -> None:
     """Clean: delivered with RSPAMD_SYMBOLS as evidence, rspamd saw the real envelope (its
     FROM_EQ_ENVFROM and RCPT_COUNT_ONE), and with add_headers its X-Spamd-Result and
@@ -182,7 +182,7 @@ def test_rspamd_clean_gtube_headers_and_envelope(
 def test_rspamd_action_mapping_and_observe(
     spamgate_factory: Factory,
     sink: Sink,
-    rspamd_server: Rspamd,  # noqa: F811
+    rspamd_server: Rspamd,
 ) -> None:
     """rspamd's reject mapped to RSPAMD_ADD_HEADER: GTUBE is delivered tagged (X-Spam-Flag).
     In observe mode: delivered, the log says it would have been rejected."""
@@ -232,7 +232,7 @@ def sa(address: str, **kw: Any) -> dict[str, Any]:
 def test_spamassassin_clean_gtube_and_enforcing_rule(
     spamgate_factory: Factory,
     sink: Sink,
-    spamd_server: Spamd,  # noqa: F811
+    spamd_server: Spamd,
 ) -> None:
     """Clean: SPAMASSASSIN_SCORE with the score under 5. GTUBE: SPAMASSASSIN_SPAM (weight 6:
     delivered tagged) with score/threshold and the rules. Under a site rule that rejects
@@ -284,7 +284,7 @@ def test_readiness_and_metrics(
     spamgate_factory: Factory,
     sink: Sink,
     clamd_server: Clamd,
-    spamd_server: Spamd,  # noqa: F811
+    spamd_server: Spamd,
 ) -> None:
     """/readyz lists the scanners whose failure defers mail (the fail-closed antivirus) or that
     ask for it (ready_check = "yes"): 503 naming rspamd while it is down. /metrics has each
@@ -320,9 +320,9 @@ def test_readiness_and_metrics(
 def test_scanners_run_concurrently(
     spamgate_factory: Factory,
     sink: Sink,
-    clamd_server: Clamd,  # noqa: F811
-    spamd_server: Spamd,  # noqa: F811
-    rspamd_server: Rspamd,  # noqa: F811
+    clamd_server: Clamd,
+    spamd_server: Spamd,
+    rspamd_server: Rspamd,
 ) -> None:
     """Three scanners that each hang for their 1 s timeout cost the message about 1 s, not 3:
     they run side by side (and beside DKIM/DMARC) under the stage budget. With the three real
