@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from proxy.config.loader import from_dict
+from proxy.config.loader import apply_env, from_dict
 from tests.harness.admin import get
 from tests.harness.proc import ROOT, free_port, wait_port
 from tests.harness.sink import Sink
@@ -126,12 +126,37 @@ def test_compose_file() -> None:
     """spamgate on 25 in front of Postfix (XCLIENT allowed for spamgate's network) with Redis."""
     (compose,) = _docs(DEPLOY / "docker-compose.yml")
     s = compose["services"]
-    assert set(s) == {"spamgate", "postfix", "redis"}
+    assert set(s) == {"spamgate", "postfix", "redis", "clamav", "rspamd"}
     assert "25:25" in s["spamgate"]["ports"]
     assert s["spamgate"]["environment"]["SPAMGATE_DOWNSTREAM"] == "postfix:25"
     assert "redis://redis" in s["spamgate"]["environment"]["SPAMGATE__STORE__URL"]
     assert s["postfix"]["environment"]["POSTFIX_smtpd_authorized_xclient_hosts"]
     from_dict(tomllib.loads((DEPLOY / "spamgate.toml").read_text()))
+
+
+def test_compose_scanners_profile() -> None:
+    """ClamAV and rspamd are optional (the "scanners" profile) and wired to spamgate: the
+    addresses in spamgate.toml name the compose services on spamgate's network, and the checks
+    are off unless SPAMGATE_SCANNERS=true (without the profile, a fail-closed antivirus that is
+    not there would defer all mail)."""
+    (compose,) = _docs(DEPLOY / "docker-compose.yml")
+    s = compose["services"]
+    env = s["spamgate"]["environment"]
+    for name, port in (("clamav", 3310), ("rspamd", 11333)):
+        assert s[name]["profiles"] == ["scanners"]
+        assert set(s[name]["networks"]) & set(s["spamgate"]["networks"])
+        assert "profiles" not in s["spamgate"]
+        assert env[f"SPAMGATE__CHECKS__{name.upper()}__ENABLED"] == "${SPAMGATE_SCANNERS:-false}"
+        cfg = from_dict(tomllib.loads((DEPLOY / "spamgate.toml").read_text()))
+        opts = cfg.checks[name]
+        assert opts.address == f"{name}:{port}"
+        assert opts.enabled is False
+    assert cfg.checks["clamav"].on_error == "tempfail"
+    for value in ("true", "false"):  # what compose gives for ${SPAMGATE_SCANNERS:-false}
+        data = tomllib.loads((DEPLOY / "spamgate.toml").read_text())
+        apply_env(data, {k: v.replace("${SPAMGATE_SCANNERS:-false}", value) for k, v in env.items()})
+        cfg = from_dict(data)
+        assert cfg.checks["clamav"].enabled is cfg.checks["rspamd"].enabled is (value == "true")
 
 
 def test_compose_downstream_never_trusts_spamgate_by_address() -> None:
