@@ -3,7 +3,7 @@ port, a database of one custom signature the harness writes (the official databa
 downloaded here, and EICAR is not detected without them), ``StreamMaxLength`` set.
 
 cd = Clamd(tmp_path).start()     # about a second
-cd.address                       # "127.0.0.1:<port>"
+cd.address                       # "127.0.0.1:<port>" (also a Unix socket: cd.socket)
 VIRUS                            # bytes that the signature matches, anywhere in a decoded part
 """
 
@@ -39,6 +39,10 @@ class Clamd:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def socket(self) -> Path:
+        return self.dir / "clamd.sock"
+
     def write_config(self) -> Path:
         db = self.dir / "db"
         db.mkdir(exist_ok=True)
@@ -49,6 +53,7 @@ class Clamd:
             "Foreground yes",
             f"TCPSocket {self.port}",
             "TCPAddr 127.0.0.1",
+            f"LocalSocket {self.socket}",
             f"DatabaseDirectory {db}",
             f"LogFile {self.dir / 'clamd.log'}",
             f"PidFile {self.dir / 'clamd.pid'}",
