@@ -340,7 +340,7 @@ def test_scanners_run_concurrently(
         elapsed = time.monotonic() - t0
         got = scan_syms(sg, 1, ("CLAMAV", "RSPAMD", "SPAMASSASSIN"))
         assert sorted(got) == ["CLAMAV_TEMPERROR", "RSPAMD_TEMPERROR", "SPAMASSASSIN_TEMPERROR"]
-        assert 0.9 < elapsed < 2.2, elapsed
+        assert 0.9 < elapsed < 2.5, elapsed  # one after the other: 3 s and more
     real = {**clam(clamd_server.address), **rsp(rspamd_server.address), **sa(spamd_server.address)}
     sg = gate(spamgate_factory, sink, real)
     r = send_raw(sg.port, infected())
