@@ -158,7 +158,10 @@ class Scanner:
             return False
         try:
             ok = await asyncio.wait_for(self.ping(reader, writer), self.timeout)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
+        except ScanError as exc:
+            self.health.failed(exc)
+            return False
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
             self.health.failed(ScanError("unavailable", f"{self.endpoint}: ping failed ({exc!r})"))
             return False
         finally:
