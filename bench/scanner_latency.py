@@ -50,6 +50,7 @@ class DelayRelay:
     def __init__(self, delay: float) -> None:
         self.delay = delay
         self.loop = asyncio.new_event_loop()
+        self.tasks: set[asyncio.Task[None]] = set()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
 
     def add(self, target: str) -> str:
@@ -66,11 +67,17 @@ class DelayRelay:
                 w.close()
 
         async def handle(cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-            await asyncio.sleep(self.delay)
-            ur, uw = await asyncio.open_connection(host, int(port))
-            await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
-            cw.close()
-            uw.close()
+            task = asyncio.current_task()
+            assert task is not None
+            self.tasks.add(task)  # a strong reference until the relay ends
+            try:
+                await asyncio.sleep(self.delay)
+                ur, uw = await asyncio.open_connection(host, int(port))
+                await asyncio.gather(pipe(cr, uw), pipe(ur, cw))
+                uw.close()
+            finally:
+                cw.close()
+                self.tasks.discard(task)
 
         async def serve() -> int:
             server = await asyncio.start_server(handle, "127.0.0.1", 0)
