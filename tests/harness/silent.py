@@ -3,12 +3,14 @@
 with Silent() as s:
     s.address        # "127.0.0.1:<port>"
     s.accepted       # connections accepted so far
+    s.times          # when each was accepted (time.monotonic())
 """
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from types import TracebackType
 
 
@@ -19,6 +21,7 @@ class Silent:
         self.sock.listen(64)
         self.port = int(self.sock.getsockname()[1])
         self.conns: list[socket.socket] = []
+        self.times: list[float] = []
         self.thread = threading.Thread(target=self._accept, daemon=True)
 
     @property
@@ -35,6 +38,7 @@ class Silent:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.times.append(time.monotonic())
             self.conns.append(conn)  # kept open, never read from nor written to
 
     def __enter__(self) -> Silent:
