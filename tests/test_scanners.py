@@ -176,7 +176,7 @@ def test_rspamd_clean_gtube_headers_and_envelope(
     FROM_EQ_ENVFROM and RCPT_COUNT_ONE), and with add_headers its X-Spamd-Result and
     X-Rspamd-Queue-Id (our ref) are in the message. GTUBE: rspamd says reject, so does
     spamgate (550 5.7.1), with rspamd's score and symbols in the log line."""
-    sg = gate(spamgate_factory, sink, rsp(rspamd_server.address, add_headers=True))
+    sg = gate(spamgate_factory, sink, rsp(rspamd_server.address, add_headers=True, max_symbols=200))
     assert send_raw(sg.port, message("clean", frm="alice@sender.test")).get("ok")
     got = scan_syms(sg, 1, ("RSPAMD",))
     assert list(got) == ["RSPAMD_SYMBOLS"]
