@@ -96,3 +96,15 @@ def test_endpoints() -> None:
     assert Endpoint.parse("/run/x.sock", 3310).path == "/run/x.sock"
     assert Endpoint.parse("[::1]:783", 1) == Endpoint("::1", 783)
     assert Endpoint.parse("scanner", 3310) == Endpoint("scanner", 3310)
+
+
+def test_rspamd_symbol_list_is_bounded_and_ordered() -> None:
+    """Largest |score| first, then by name; past max_symbols a count of the rest."""
+    from proxy.checks.data.rspamd import symbol_list
+
+    a = rspamd_answer(
+        b'{"action":"no action","score":1,"required_score":15,"symbols":{'
+        b'"Z":{"score":0},"A":{"score":0},"NEG":{"score":-3.5},"POS":{"score":2.125}}}'
+    )
+    assert symbol_list(a, 10) == "NEG:-3.5,POS:2.12,A:0,Z:0"
+    assert symbol_list(a, 2) == "NEG:-3.5,POS:2.12,+2"
