@@ -70,7 +70,10 @@ class DataReader:
         buf += chunk
         idx = buf.find(END, self._start)
         if idx < 0:
-            if self.over_budget or len(buf) > self.limit + 2:
+            # Past the limit only when more than the virtual CRLF (2) and a terminator's
+            # unfinished ".\r" (2) are held: a message of exactly the limit whose end of data
+            # arrives in pieces is not an overflow.
+            if self.over_budget or len(buf) > self.limit + 4:
                 self._drop()
             self._start = max(0, len(buf) - 4)
             return False
