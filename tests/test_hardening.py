@@ -283,3 +283,11 @@ def test_routing_in_local_part_allowed_for_relay_clients(sink: Sink, spamgate_fa
     with smtp(sg.port, "127.0.0.8") as s:
         s.sendmail("alice@sender.test", ['"a@b.example"@example.test'], GOOD)
     assert sink.messages[0].rcpts == ['"a@b.example"@example.test']
+
+
+def test_bare_postmaster_accepted(sink: Sink, spamgate_factory: Factory) -> None:
+    """RFC 5321 4.5.1: RCPT TO:<postmaster> (no domain) must be accepted; it goes downstream as is."""
+    sg = gate(sink, spamgate_factory)
+    with smtp(sg.port, "127.0.0.9") as s:
+        s.sendmail("alice@sender.test", ["postmaster"], GOOD)
+    assert sink.messages[0].rcpts == ["postmaster"]

@@ -65,8 +65,9 @@ class RelayControl(Check):
         rcpt = ctx.rcpt
         local, _, domain = rcpt.rpartition("@")
         utf8 = bool(ctx.txn and ctx.txn.smtputf8)
+        if rcpt.lower() == "postmaster":
+            return []  # RFC 5321 4.5.1: <postmaster> without a domain must be accepted
         if not is_valid_mailbox(rcpt, utf8=utf8):
-            # postmaster without a domain is accepted by RFC 5321 4.5.1; we need a domain to route it.
             return [RCPT_INVALID.hit(rcpt[:200])]
         ip = ctx.conn.ip
         if any(ip in n for n in self.networks):
