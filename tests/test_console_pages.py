@@ -84,3 +84,26 @@ def test_viewer_reads_but_never_writes(sg: tuple[Spamgate, int]) -> None:
     v = ConsoleClient(sg[1])
     assert v.login(VIEWER_PASSWORD) == 303
     assert v.get("/console/")[0] == 200
+
+
+def test_overview_charts_and_health(sg: tuple[Spamgate, int], admin: ConsoleClient) -> None:
+    server, _ = sg
+    _relay_denied(server.port, "127.0.6.1")
+    with smtp(server.port, source_ip="127.0.6.2") as s:
+        s.ehlo("mail.sender.test")
+        s.sendmail("news@sender.test", ["bob@example.test"], MSG)
+    admin.wait_rows(1, ip="127.0.6.2")
+    status, page = admin.get("/console/overview")
+    assert status == 200
+    assert page.count("<svg") >= 2
+    rate = page.split('id="rate"')[1].split("</section>")[0]
+    assert "<rect" in rate
+    assert "accept" in rate
+    symbols = page.split('id="symbols"')[1].split("</section>")[0]
+    assert "RCPT_RELAY_DENIED" in symbols
+    health = page.split('id="health"')[1].split("</section>")[0]
+    assert "store" in health
+    assert "ok" in health
+    refused = page.split('id="networks"')[1].split("</section>")[0]
+    assert "127.0.6.0/24" in refused
+    assert admin.history(ip="127.0.6.1")[0]["action"] == "reject"

@@ -7,7 +7,9 @@ writes one ``console_audit`` log line (who, what, on which key).
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -16,10 +18,13 @@ import structlog
 
 from proxy.console import auth
 from proxy.console.auth import Session, Sessions
+from proxy.console.backends import Filters
 from proxy.console.history import HistoryWriter
 from proxy.console.html import csrf_field, esc, page
 from proxy.console.http import SECURITY_HEADERS, Request, Response, redirect
+from proxy.console.overview import overview_page, summarise
 from proxy.console.pages import filters_from, history_page, tx_page
+from proxy.observability import metrics
 
 log = structlog.get_logger("spamgate.console")
 
@@ -35,13 +40,15 @@ def _static() -> dict[str, bytes]:
 class Console:
     """The console of one process; ``runtime.gen`` is the running generation (config, policy)."""
 
-    def __init__(self, runtime: Any) -> None:
+    def __init__(self, runtime: Any, readiness: Callable[[], Awaitable[tuple[bool, list[str]]]]) -> None:
         self.rt = runtime
+        self.readiness = readiness
         self.sessions = Sessions()
         self.static = _static()
         self.routes: dict[tuple[str, str], Handler] = {
             ("GET", "/console/"): self.history_page,
             ("GET", "/console/api/history"): self.history_api,
+            ("GET", "/console/overview"): self.overview,
         }
         self.prefix_routes: list[tuple[str, str, Handler]] = [("GET", "/console/tx/", self.tx_page)]
 
@@ -160,6 +167,14 @@ class Console:
         rows = await self._backend().query(filters_from(req.query), after=after, limit=100)
         return Response(200, json.dumps(rows).encode(), "application/json")
 
+    async def overview(self, req: Request, session: Session) -> Response:
+        now = time.time()
+        rows = await self._backend().query(Filters(), since=now - 3600, limit=self.cfg.history_max_rows)
+        lists, counters = await asyncio.get_running_loop().run_in_executor(None, _metric_state)
+        _, report = await self.readiness()
+        body = overview_page(summarise(rows, now), lists, report, counters, session)
+        return Response(200, body)
+
     async def tx_page(self, req: Request, session: Session) -> Response:
         ref = req.path[len("/console/tx/") :]
         row = await self._backend().get(ref) if self.history is not None else None
@@ -167,6 +182,20 @@ class Console:
             body = f"<h1>Transaction {esc(ref)}</h1><p>Not in the history (too old, or no such ref).</p>"
             return Response(404, page("not found", body, session))
         return Response(200, tx_page(row, self.rt.gen.policy.rules, session))
+
+
+def _metric_state() -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    lists, counters = [], []
+    for name, labels, value in metrics.read_samples(
+        ("spamgate_list_healthy", "spamgate_store_errors_total", "spamgate_downstream_errors_total")
+    ):
+        if name == "spamgate_list_healthy":
+            lists.append((labels.get("zone", ""), value))
+        elif value:
+            counters.append(
+                (name + "{" + ",".join(f"{k}={v}" for k, v in sorted(labels.items())) + "}", value)
+            )
+    return sorted(lists), sorted(counters)
 
 
 __all__ = ["Console", "csrf_field"]

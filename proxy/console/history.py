@@ -46,6 +46,16 @@ def stage_of(txn: Transaction) -> str:
     return "rcpt" if txn.rcpts else "mail"
 
 
+def action_of(txn: Transaction) -> str:
+    """The policy's action; a transaction whose every recipient our policy refused shows that
+    refusal (its verdict stays 'accept' when the client gives up with RSET or QUIT)."""
+    action = txn.action or "accept"
+    refused = {r.refused_by for r in txn.rcpts if r.refused_by}
+    if action == "accept" and refused and not any(r.accepted for r in txn.rcpts):
+        return "reject" if "reject" in refused else "tempfail"
+    return action
+
+
 def record_of(conn: Connection, txn: Transaction, outcome: str) -> dict[str, Any]:
     """The history row of a finished transaction (what the canonical log line says)."""
     hits = txn.notes.get("hits", txn.hits)
@@ -62,7 +72,7 @@ def record_of(conn: Connection, txn: Transaction, outcome: str) -> dict[str, Any
         ],
         "stage": stage_of(txn),
         "outcome": outcome,
-        "action": txn.action or "accept",
+        "action": action_of(txn),
         "would_be": txn.would_be or txn.action or "accept",
         "score": round(sum(h.score for h in hits), 3),
         "symbols": [

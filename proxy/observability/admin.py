@@ -59,7 +59,7 @@ class AdminServer:
         self.rt = runtime
         self.server: asyncio.Server | None = None
         self._ds_cache: tuple[str, float, bool] = ("", 0.0, False)
-        self.console = Console(runtime)
+        self.console = Console(runtime, self.readiness)
 
     async def start(self, listen: str) -> None:
         host, port = parse_hostport(listen, "metrics.listen")

@@ -176,6 +176,19 @@ def registry() -> Any:
     return _m.registry
 
 
+def read_samples(names: tuple[str, ...]) -> list[tuple[str, dict[str, str], float]]:
+    """(sample name, labels, value) of the series whose sample name starts with one of ``names``,
+    aggregated like /metrics. Reads files in multiprocess mode: call it in a thread."""
+    if _m is None:
+        return []
+    out = []
+    for family in registry().collect():
+        for s in family.samples:
+            if s.name.startswith(names):
+                out.append((s.name, dict(s.labels), float(s.value)))
+    return out
+
+
 def mark_process_dead(pid: int) -> None:
     """Called by the supervisor when a worker exits (multiprocess mode)."""
     if os.environ.get(MULTIPROC_ENV):
