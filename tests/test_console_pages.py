@@ -107,3 +107,36 @@ def test_overview_charts_and_health(sg: tuple[Spamgate, int], admin: ConsoleClie
     refused = page.split('id="networks"')[1].split("</section>")[0]
     assert "127.0.6.0/24" in refused
     assert admin.history(ip="127.0.6.1")[0]["action"] == "reject"
+
+
+def test_try_a_message(sg: tuple[Spamgate, int], admin: ConsoleClient) -> None:
+    msg = "From: a@sender.test\r\nTo: bob@example.test\r\nSubject: <script>alert('x')</script>\r\n\r\nhi\r\n"
+    form = {
+        "ip": "192.0.2.20",
+        "helo": "localhost",
+        "mail_from": "a@sender.test",
+        "rcpts": "bob@example.test, victim@elsewhere.test",
+        "message": msg,
+    }
+    status, page = admin.post("/console/try", form, csrf_from="/console/try")
+    assert status == 200
+    result = page.split('id="try-result"')[1]
+    for stage in ("CONNECT", "HELO", "MAIL", "RCPT", "DATA"):
+        assert stage in result
+    assert "RCPT_RELAY_DENIED" in result
+    assert "554 5.7.1 [ref explain] Relay access denied" in result
+    assert "HELO_NOT_FQDN" in result
+    assert "total score" in result
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "<script>alert" not in page
+    # Without a message, DATA is not evaluated (and the page says so).
+    status, page = admin.post("/console/try", {**form, "message": ""}, csrf_from="/console/try")
+    assert "DATA checks not evaluated" in page
+    status, page = admin.post("/console/try", {**form, "ip": "not-an-ip"}, csrf_from="/console/try")
+    assert "not an IP address" in page
+    # The viewer role reads, never runs it; no CSRF token, no dry run.
+    v = ConsoleClient(sg[1])
+    assert v.login(VIEWER_PASSWORD) == 303
+    assert v.post("/console/try", form, csrf_from="/console/try")[0] == 403
+    assert admin.request("POST", "/console/try", form)[0] == 403
+    assert any(x.get("operation") == "try" for x in sg[0].events("console_audit"))

@@ -24,6 +24,7 @@ from proxy.console.html import csrf_field, esc, page
 from proxy.console.http import SECURITY_HEADERS, Request, Response, redirect
 from proxy.console.overview import overview_page, summarise
 from proxy.console.pages import filters_from, history_page, tx_page
+from proxy.console.trypage import run_try, try_page
 from proxy.observability import metrics
 
 log = structlog.get_logger("spamgate.console")
@@ -49,6 +50,8 @@ class Console:
             ("GET", "/console/"): self.history_page,
             ("GET", "/console/api/history"): self.history_api,
             ("GET", "/console/overview"): self.overview,
+            ("GET", "/console/try"): self.try_get,
+            ("POST", "/console/try"): self.try_post,
         }
         self.prefix_routes: list[tuple[str, str, Handler]] = [("GET", "/console/tx/", self.tx_page)]
 
@@ -174,6 +177,19 @@ class Console:
         _, report = await self.readiness()
         body = overview_page(summarise(rows, now), lists, report, counters, session)
         return Response(200, body)
+
+    async def try_get(self, req: Request, session: Session) -> Response:
+        return Response(200, try_page(session))
+
+    async def try_post(self, req: Request, session: Session) -> Response:
+        if not session.admin:
+            return Response(403, try_page(session))
+        form = req.form()
+        result = await run_try(self.rt.gen, form)
+        log.info(
+            "console_audit", role=session.role, remote=req.remote, operation="try", ip=form.get("ip", "")
+        )
+        return Response(200, try_page(session, form, result))
 
     async def tx_page(self, req: Request, session: Session) -> Response:
         ref = req.path[len("/console/tx/") :]
