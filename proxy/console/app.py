@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -24,8 +25,10 @@ from proxy.console.html import csrf_field, esc, page
 from proxy.console.http import SECURITY_HEADERS, Request, Response, redirect
 from proxy.console.overview import overview_page, summarise
 from proxy.console.pages import filters_from, history_page, tx_page
+from proxy.console.statepage import OPERATIONS, Target, apply, confirm_page, lookup, state_page
 from proxy.console.trypage import run_try, try_page
 from proxy.observability import metrics
+from proxy.state.base import StoreError
 
 log = structlog.get_logger("spamgate.console")
 
@@ -52,6 +55,8 @@ class Console:
             ("GET", "/console/overview"): self.overview,
             ("GET", "/console/try"): self.try_get,
             ("POST", "/console/try"): self.try_post,
+            ("GET", "/console/state"): self.state_get,
+            ("POST", "/console/state"): self.state_post,
         }
         self.prefix_routes: list[tuple[str, str, Handler]] = [("GET", "/console/tx/", self.tx_page)]
 
@@ -190,6 +195,43 @@ class Console:
             "console_audit", role=session.role, remote=req.remote, operation="try", ip=form.get("ip", "")
         )
         return Response(200, try_page(session, form, result))
+
+    async def state_get(self, req: Request, session: Session) -> Response:
+        gen = self.rt.gen
+        t = Target(gen.config, req.query)
+        try:
+            found = await lookup(gen.services.store, gen.config, t) if not t.error else {}
+        except StoreError as exc:
+            return Response(503, page("state", f'<p class="error">store error: {esc(exc)}</p>', session))
+        return Response(200, state_page(session, t, found, req.query.get("done", "")[:300]))
+
+    async def state_post(self, req: Request, session: Session) -> Response:
+        if not session.admin:
+            return Response(403, b"admin role needed\n", "text/plain; charset=utf-8")
+        gen = self.rt.gen
+        form = req.form()
+        t = Target(gen.config, form)
+        op = form.get("op", "")
+        needs = "sender" if op in ("clear_allow_dom", "clear_grey_sender") else "ip"
+        if op not in OPERATIONS or t.error or not getattr(t, needs):
+            return Response(400, b"bad request\n", "text/plain; charset=utf-8")
+        if form.get("confirm") != "yes":
+            return Response(200, confirm_page(session, t, op))
+        try:
+            n = await apply(gen.services.store, gen.config, t, op)
+        except StoreError as exc:
+            return Response(503, page("state", f'<p class="error">store error: {esc(exc)}</p>', session))
+        log.info(
+            "console_audit",
+            role=session.role,
+            remote=req.remote,
+            operation=op,
+            ip=t.ip or None,
+            sender=t.sender or None,
+            keys=n,
+        )
+        done = urllib.parse.urlencode({"done": f"done: {t.describe(op)}"})
+        return redirect(f"/console/state?{t.query()}&{done}")
 
     async def tx_page(self, req: Request, session: Session) -> Response:
         ref = req.path[len("/console/tx/") :]
