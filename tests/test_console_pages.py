@@ -106,7 +106,9 @@ def test_overview_charts_and_health(sg: tuple[Spamgate, int], admin: ConsoleClie
     assert "ok" in health
     refused = page.split('id="networks"')[1].split("</section>")[0]
     assert "127.0.6.0/24" in refused
-    assert admin.history(ip="127.0.6.1")[0]["action"] == "reject"
+    refused_row = admin.history(ip="127.0.6.1")[0]
+    assert refused_row["action"] == "reject"
+    assert refused_row["would_be"] == "reject"
 
 
 def test_try_a_message(sg: tuple[Spamgate, int], admin: ConsoleClient) -> None:

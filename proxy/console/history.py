@@ -56,6 +56,11 @@ def action_of(txn: Transaction) -> str:
     return action
 
 
+def _would_be(txn: Transaction) -> str:
+    would = txn.would_be or txn.action or "accept"
+    return action_of(txn) if would == (txn.action or "accept") else would
+
+
 def record_of(conn: Connection, txn: Transaction, outcome: str) -> dict[str, Any]:
     """The history row of a finished transaction (what the canonical log line says)."""
     hits = txn.notes.get("hits", txn.hits)
@@ -73,7 +78,7 @@ def record_of(conn: Connection, txn: Transaction, outcome: str) -> dict[str, Any
         "stage": stage_of(txn),
         "outcome": outcome,
         "action": action_of(txn),
-        "would_be": txn.would_be or txn.action or "accept",
+        "would_be": _would_be(txn),
         "score": round(sum(h.score for h in hits), 3),
         "symbols": [
             {"name": h.name, "score": h.score, "evidence": _cut(h.evidence), "observe": h.observe}

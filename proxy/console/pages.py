@@ -39,7 +39,7 @@ def row_cells(r: dict[str, Any]) -> list[str]:
     reply = esc(r.get("downstream_reply") or r.get("reply") or "")
     ref = esc(r["ref"])
     return [
-        esc(when(r["ts"])),
+        f'<span title="{esc(when(r["ts"]))} UTC">{esc(when(r["ts"])[11:])}</span>',
         f'<a href="/console/tx/{urllib.parse.quote(r["ref"])}">{ref}</a>',
         client,
         esc(r["helo"]),
@@ -78,7 +78,7 @@ def history_page(rows: list[dict[str, Any]], f: Filters, session: Session, backe
     body = (
         "<h1>Live history</h1>"
         + _filter_form(f)
-        + f'<p class="meta">latest {len(rows)} transactions, newest first, from the {esc(backend)} history; '
+        + f'<p class="meta">the latest transactions, newest first, from the {esc(backend)} history; '
         + '<span id="live">live</span></p>'
         + table(
             HEAD,

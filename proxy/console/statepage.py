@@ -153,7 +153,7 @@ def state_page(session: Session, t: Target, found: dict[str, Any], message: str 
             [
                 f"greylist allowlist of {esc(t.net)}",
                 _yes(found["allow_net"]) + f" <small>passes: {esc(found['passes_net'] or 0)}</small>",
-                _button(session, t, "clear_allow_net", "clear allowlist"),
+                _button(session, t, "clear_allow_net", "clear allowlist") if found["allow_net"] else "",
             ],
             [
                 f"greylist entries from {esc(t.net)}",
@@ -168,7 +168,7 @@ def state_page(session: Session, t: Target, found: dict[str, Any], message: str 
             [
                 f"greylist allowlist of {esc(t.domain)}",
                 _yes(found["allow_dom"]),
-                _button(session, t, "clear_allow_dom", "clear allowlist"),
+                _button(session, t, "clear_allow_dom", "clear allowlist") if found["allow_dom"] else "",
             ],
             [
                 f"greylist entries of {esc(t.sender)}",

@@ -16,7 +16,11 @@ function fmtTime(ts) {
 function historyRow(r) {
   const tr = el("tr");
   tr.className = "fresh";
-  tr.appendChild(el("td", fmtTime(r.ts)));
+  const t = el("td");
+  const ts = el("span", fmtTime(r.ts).slice(11));
+  ts.title = fmtTime(r.ts) + " UTC";
+  t.appendChild(ts);
+  tr.appendChild(t);
   const refTd = el("td");
   const a = el("a", r.ref);
   a.href = "/console/tx/" + encodeURIComponent(r.ref);
