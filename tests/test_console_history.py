@@ -263,3 +263,31 @@ def test_history_across_workers_with_html_as_text(started: Callable[..., tuple[S
     _, tx = c.get(f"/console/tx/{evil['ref']}")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in tx
     assert "<script>alert" not in tx
+
+
+def test_fleet_history_in_redis(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Two spamgate hosts sharing one Redis: the console of either shows the mail of both."""
+    made = []
+    try:
+        for name in ("a", "b"):
+            port = free_port()
+            cfg = {
+                "metrics": {"listen": f"127.0.0.1:{port}"},
+                "store": {"url": redis_server.url},
+                **console_config(),
+            }
+            sg = Spamgate(tmp_path / name, cfg).start()
+            sg.wait_log("admin_listening")
+            made.append((sg, port))
+        for i, (sg, _) in enumerate(made):
+            with smtp(sg.port, source_ip=f"127.0.10.{i + 1}") as s:
+                s.ehlo("mail.sender.test")
+                s.sendmail(f"host{i}@sender.test", ["bob@example.test"], MSG)
+        c = ConsoleClient(made[0][1])
+        assert c.login() == 303
+        rows = c.wait_rows(2)
+        assert sorted(r["sender"] for r in rows) == ["host0@sender.test", "host1@sender.test"]
+        assert int(redis_server.cli("LLEN", "sg:{history}").strip()) == 2
+    finally:
+        for sg, _ in made:
+            sg.stop()

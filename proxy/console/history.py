@@ -107,6 +107,7 @@ class HistoryWriter:
     def on_transaction(self, conn: Connection, txn: Transaction, outcome: str) -> None:
         if len(self.queue) >= self.queue_max:
             self.dropped += 1
+            metrics.history_dropped()
             return
         self.queue.append(record_of(conn, txn, outcome))
         if self._task is None:

@@ -122,6 +122,11 @@ class _Metrics:
             buckets=_LAG_BUCKETS,
             registry=reg,
         )
+        self.history_dropped = Counter(
+            "spamgate_history_dropped",
+            "Transactions not written to the console's history because its queue was full.",
+            registry=reg,
+        )
         self.open_connections = Gauge(
             "spamgate_open_connections",
             "Client connections open now.",
@@ -220,6 +225,12 @@ def xclient_refused(reason: str) -> None:
     """XCLIENT refused ('refused'), or required and not offered ('not_offered') or off ('disabled')."""
     if _m is not None:
         _m.xclient_refused.labels(reason).inc()
+
+
+def history_dropped() -> None:
+    """A transaction the console's history had no room for (its write queue was full)."""
+    if _m is not None:
+        _m.history_dropped.inc()
 
 
 def store_error(backend: str, operation: str) -> None:
