@@ -19,7 +19,6 @@ import structlog
 
 from proxy.console import auth
 from proxy.console.auth import Session, Sessions
-from proxy.console.backends import Filters
 from proxy.console.history import HistoryWriter
 from proxy.console.html import csrf_field, esc, page
 from proxy.console.http import SECURITY_HEADERS, Request, Response, redirect
@@ -177,7 +176,7 @@ class Console:
 
     async def overview(self, req: Request, session: Session) -> Response:
         now = time.time()
-        rows = await self._backend().query(Filters(), since=now - 3600, limit=self.cfg.history_max_rows)
+        rows = await self._backend().recent(now - 3600, self.cfg.history_max_rows)
         lists, counters = await asyncio.get_running_loop().run_in_executor(None, _metric_state)
         _, report = await self.readiness()
         body = overview_page(summarise(rows, now), lists, report, counters, session)

@@ -45,6 +45,10 @@ class Filters:
         return not self.symbol or any(s["name"] == self.symbol.upper() for s in row["symbols"])
 
 
+def _names(row: dict[str, Any]) -> str:
+    return " ".join(s["name"] for s in row["symbols"])
+
+
 class Backend:
     """A bounded history; subclasses implement the storage."""
 
@@ -61,6 +65,10 @@ class Backend:
         self, filters: Filters, after: int = 0, since: float = 0.0, limit: int = 100
     ) -> list[dict[str, Any]]:
         raise NotImplementedError
+
+    async def recent(self, since: float, limit: int) -> list[dict[str, Any]]:
+        """Rows since ``since`` for the overview: at least ts, action, ip, sender, symbol names."""
+        return await self.query(Filters(), since=since, limit=limit)
 
     async def get(self, ref: str) -> dict[str, Any] | None:
         rows = await self.query(Filters(ref=ref), limit=50)
@@ -102,7 +110,8 @@ class MemoryBackend(Backend):
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS history (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
-    "ref TEXT NOT NULL, ip TEXT NOT NULL, action TEXT NOT NULL, data TEXT NOT NULL)",
+    "ref TEXT NOT NULL, ip TEXT NOT NULL, action TEXT NOT NULL, sender TEXT NOT NULL, "
+    "symbols TEXT NOT NULL, data TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS history_ts ON history (ts)",
     "CREATE INDEX IF NOT EXISTS history_ref ON history (ref)",
     "CREATE INDEX IF NOT EXISTS history_ip ON history (ip)",
@@ -133,11 +142,14 @@ class SqliteBackend(Backend):
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
+        values = [
+            (r["ts"], r["ref"], r["ip"], r["action"], r["sender"], _names(r), json.dumps(r)) for r in rows
+        ]
+        db.execute("BEGIN IMMEDIATE")  # the write lock is held for the inserts and trims only
         try:
             db.executemany(
-                "INSERT INTO history (ts, ref, ip, action, data) VALUES (?, ?, ?, ?, ?)",
-                [(r["ts"], r["ref"], r["ip"], r["action"], json.dumps(r)) for r in rows],
+                "INSERT INTO history (ts, ref, ip, action, sender, symbols, data) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: E501
+                values,
             )
             db.execute("DELETE FROM history WHERE ts < ?", (time.time() - self.retention,))
             db.execute("DELETE FROM history WHERE id <= (SELECT MAX(id) FROM history) - ?", (self.max_rows,))
@@ -169,8 +181,20 @@ class SqliteBackend(Backend):
                     break
         return out
 
+    def _light(self, since: float, limit: int) -> list[dict[str, Any]]:
+        sql = "SELECT ts, action, ip, sender, symbols FROM history WHERE ts >= ? ORDER BY id DESC LIMIT ?"
+        return [
+            {"ts": ts, "action": a, "ip": ip, "sender": snd, "symbols": [{"name": n} for n in sy.split()]}
+            for ts, a, ip, snd, sy in self._conn().execute(
+                sql, (max(since, time.time() - self.retention), limit)
+            )
+        ]
+
     async def write(self, rows: list[dict[str, Any]]) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, self._write, rows)
+
+    async def recent(self, since: float, limit: int) -> list[dict[str, Any]]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._light, since, limit)
 
     async def query(
         self, filters: Filters, after: int = 0, since: float = 0.0, limit: int = 100
