@@ -158,8 +158,10 @@ def test_console_in_a_browser(browser: WebDriver, server: tuple[Spamgate, int], 
     d.save_screenshot(str(shots / "console-overview.png"))
     # Try a message whose subject holds a script.
     d.get(base + "/console/try")
-    msg = d.find_element(By.ID, "try-message")
-    msg.send_keys(f"From: a@example.net\nTo: postmaster@example.test\nSubject: {EVIL_SUBJECT}\n\nhello\n")
+    eml = tmp_path / "evil.eml"
+    eml.write_text(f"From: a@example.net\nTo: postmaster@example.test\nSubject: {EVIL_SUBJECT}\n\nhello\n")
+    d.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(eml))  # upload: read into the form
+    _wait(d, lambda drv: "pwned" in drv.find_element(By.ID, "try-message").get_property("value"))
     helo = d.find_element(By.ID, "try-helo")
     helo.clear()
     helo.send_keys("localhost")

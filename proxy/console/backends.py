@@ -213,8 +213,22 @@ class SqliteBackend(Backend):
         self._pool.shutdown(wait=True)
 
 
+# Ids and list order must agree across hosts (live updates stop at the first id already seen):
+# the id is taken and the rows pushed in one atomic script. Elements are "<id> <json>".
+_PUSH = """
+local first = redis.call('INCRBY', KEYS[2], #ARGV - 2) - (#ARGV - 2)
+for i = 3, #ARGV do
+  redis.call('LPUSH', KEYS[1], tostring(first + i - 2) .. ' ' .. ARGV[i])
+end
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return first
+"""
+
+
 class RedisBackend(Backend):
-    """Redis: a list of JSON rows, newest first, trimmed to the cap and expiring with retention."""
+    """Redis: a list of rows, newest first, trimmed to the cap and expiring with retention."""
 
     name = "redis"
     _CHUNK = 500
@@ -226,14 +240,8 @@ class RedisBackend(Backend):
         self.id_key = prefix + "{history}:id"
 
     async def write(self, rows: list[dict[str, Any]]) -> None:
-        last = int(await self.client.incrby(self.id_key, len(rows)))
-        first = last - len(rows) + 1
-        encoded = [json.dumps({**r, "id": first + i}) for i, r in enumerate(rows)]
-        pipe = self.client.pipeline(transaction=False)
-        pipe.lpush(self.key, *encoded)
-        pipe.ltrim(self.key, 0, self.max_rows - 1)
-        pipe.expire(self.key, int(self.retention) + 1)
-        await pipe.execute()
+        args = [self.max_rows, int(self.retention) + 1, *(json.dumps(r) for r in rows)]
+        await self.client.eval(_PUSH, 2, self.key, self.id_key, *args)
 
     async def query(
         self, filters: Filters, after: int = 0, since: float = 0.0, limit: int = 100
@@ -246,7 +254,9 @@ class RedisBackend(Backend):
             if not chunk:
                 break
             for raw in chunk:
-                row = json.loads(raw)
+                ident, _, data = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition(" ")
+                row = json.loads(data)
+                row["id"] = int(ident)
                 if row["id"] <= after or row["ts"] < oldest:
                     return out
                 if filters.matches(row):
