@@ -4,6 +4,7 @@ overview charts, try a message, state (penalty box, greylist, allowlist)."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,37 @@ def test_try_a_message(sg: tuple[Spamgate, int], admin: ConsoleClient) -> None:
     assert v.post("/console/try", form, csrf_from="/console/try")[0] == 403
     assert admin.request("POST", "/console/try", form)[0] == 403
     assert any(x.get("operation") == "try" for x in sg[0].events("console_audit"))
+
+
+def test_overview_dns_lists_and_downstream(spamgate_factory, sink, dns_server) -> None:  # type: ignore[no-untyped-def]
+    """The health cards read the live state: a probed DNS list, a downstream that answers, then not."""
+    dns_server.add("2.0.0.127.bl.test", "A", "127.0.0.2")
+    port = free_port()
+    sg = spamgate_factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "metrics": {"listen": f"127.0.0.1:{port}", "readyz_cache": "0s", "readyz_timeout": "1s"},
+            "dns": {"nameservers": [dns_server.address], "timeout": "300ms", "retries": 0},
+            "checks": {"dnsbl": {"zones": ["bl.test*3"]}},
+            **console_config(),
+        }
+    )
+    sg.wait_log("admin_listening")
+    c = ConsoleClient(port)
+    assert c.login() == 303
+    deadline = time.monotonic() + 10
+    while True:
+        _, page = c.get("/console/overview")
+        lists = page.split('id="lists"')[1].split("</section>")[0]
+        if "bl.test" in lists or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert "bl.test" in lists
+    assert "healthy" in lists
+    health = page.split('id="health"')[1].split("</section>")[0]
+    assert "downstream" in health
+    assert "failed" not in health
+    sink.stop()
+    _, page = c.get("/console/overview")
+    health = page.split('id="health"')[1].split("</section>")[0]
+    assert "failed" in health
