@@ -291,3 +291,23 @@ def test_fleet_history_in_redis(tmp_path: Path, redis_server: RedisServer) -> No
     finally:
         for sg, _ in made:
             sg.stop()
+
+
+def test_history_survives_a_reload(started: Callable[..., tuple[Spamgate, int]]) -> None:
+    """SIGHUP swaps the generation; the history writer (shared like the store) keeps writing."""
+    import signal
+
+    sg, port = started()
+    c = ConsoleClient(port)
+    assert c.login() == 303
+    for i in range(2):
+        with smtp(sg.port, source_ip=f"127.0.11.{i + 1}") as s:
+            s.ehlo("mail.sender.test")
+            s.sendmail(f"before{i}@sender.test", ["bob@example.test"], MSG)
+        if i == 0:
+            c.wait_rows(1)
+            sg.signal(signal.SIGHUP)
+            sg.wait_log("reloaded")
+    rows = c.wait_rows(2)
+    assert sorted(r["sender"] for r in rows) == ["before0@sender.test", "before1@sender.test"]
+    assert c.get("/console/")[0] == 200, "the login survives a reload"
