@@ -16,6 +16,7 @@ from proxy.auth import pools as auth_pools
 from proxy.checks.base import Services
 from proxy.checks.registry import all_symbol_defs
 from proxy.config.schema import Config
+from proxy.console.history import acquire_history, release_history
 from proxy.dns import build_resolver
 from proxy.observability import metrics
 from proxy.policy.engine import Policy
@@ -65,6 +66,17 @@ def build_services(config: Config) -> Services:
     if metrics.enabled():
         services.on_transaction.append(metrics.on_transaction)
         services.on_close.append(metrics.on_close)
+    console = config.console
+    if console.enabled and config.metrics.listen:
+        writer = acquire_history(
+            config.store,
+            console.history_max_rows,
+            console.history_retention,
+            console.history_queue,
+            console.history_flush,
+        )
+        services.extras["history"] = writer
+        services.on_transaction.append(writer.on_transaction)
     return services
 
 
@@ -100,5 +112,7 @@ async def stop_generation(gen: Generation) -> None:
         await gen.services.resolver.close()
     if gen.services.store is not None:
         await release_store(gen.services.store)
+    if "history" in gen.services.extras:
+        await release_history(gen.services.extras.pop("history"))
     if gen.pool is not None:
         await gen.pool.close()

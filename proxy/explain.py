@@ -104,6 +104,24 @@ async def simulate(
         await stop_generation(gen)
 
 
+async def dry_run(
+    pipeline: Any,
+    policy: Any,
+    config: Config,
+    *,
+    ip: str,
+    helo: str,
+    mail_from: str,
+    rcpts: list[str],
+    message: bytes | None = None,
+) -> Explanation:
+    """:func:`simulate` with a running generation's pipeline and policy (the console's "try a
+    message"): no generation is built or started."""
+    return await _run(
+        pipeline, policy, config, ip=ip, helo=helo, mail_from=mail_from, rcpts=rcpts, message=message
+    )
+
+
 async def _run(
     pipeline: Any,
     policy: Any,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.fields import opt
+from proxy.console.config import ConsoleConfig
 from proxy.dns.config import DnsConfig
 from proxy.observability.config import MetricsConfig
 from proxy.state.config import StoreConfig
@@ -247,6 +248,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # [checks.<name>] tables, built from each check's own options class.
     checks: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -267,4 +269,5 @@ CORE_SECTIONS: dict[str, type] = {
     "dns": DnsConfig,
     "store": StoreConfig,
     "metrics": MetricsConfig,
+    "console": ConsoleConfig,
 }
