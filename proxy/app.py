@@ -73,7 +73,7 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
     policy = Policy(rules, observe=config.server.mode == "observe")
     services = services or build_services(config)
     pipeline = Pipeline(config, services, policy)
-    return Generation(
+    gen = Generation(
         config=config,
         policy=policy,
         pipeline=pipeline,
@@ -85,6 +85,8 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
         forbidden=frozenset(c.upper() for c in config.smtp.forbidden_commands),
         authserv_id=config.server.authserv_id or config.server.hostname,
     )
+    gen.router  # noqa: B018 - routes are checked now (a bad one is a ConfigError on load and reload)
+    return gen
 
 
 async def start_generation(gen: Generation) -> None:
@@ -100,5 +102,5 @@ async def stop_generation(gen: Generation) -> None:
         await gen.services.resolver.close()
     if gen.services.store is not None:
         await release_store(gen.services.store)
-    if gen.pool is not None:
-        await gen.pool.close()
+    if gen._router is not None:
+        await gen._router.close()

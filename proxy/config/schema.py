@@ -135,6 +135,26 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One route: recipient domains and the downstreams that serve them (docs/ROUTING.md)."""
+
+    domains: list[str] = opt(
+        [], "Recipient domains of this route (exact, case-insensitive); '*' makes it the default route."
+    )
+    downstreams: list[str] = opt(
+        [],
+        "Where to relay: 'host:port' (SMTP), 'lmtp:host:port' (LMTP, one recipient per transaction) "
+        "or 'mx:' (the recipient domain's MX hosts, port 25); tried in order, failing over.",
+    )
+    balance: str = opt(
+        "order",
+        "'order': the first healthy downstream gets everything; 'weighted': spread by weights.",
+        choices=("order", "weighted"),
+    )
+    weights: list[int] = opt([], "Weights for 'weighted', one per downstream; empty: all equal.")
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     downstream: str = opt(
         "",
@@ -192,6 +212,17 @@ class RelayConfig:
     )
     pool_max_uses: int = opt(
         100, "Client sessions one downstream session may serve before it is closed.", minimum=1
+    )
+    routes: list[RouteConfig] = opt(
+        [],
+        "Routes by recipient domain, [[relay.routes]] tables (keys below, docs/ROUTING.md); a "
+        "recipient of no route takes the default route ('*', else downstream, else the Maildir).",
+    )
+    down_time: float = opt(
+        "30s",
+        "How long a downstream that refused the connection or timed out is skipped (routes with "
+        "several downstreams only).",
+        kind="duration",
     )
 
 

@@ -31,8 +31,9 @@ from proxy.checks.core_symbols import (
     TOO_MANY_RCPTS,
 )
 from proxy.model import Action, Connection, Hit, RcptResult, Reply, Stage, SymbolDef, Transaction, Verdict
-from proxy.relay.base import ClientIdentity, Downstream
+from proxy.relay.base import ClientIdentity
 from proxy.session.envelope import declared_size, mail_params_problem, rcpt_params_problem
+from proxy.session.routing import SPLIT_REPLIES, SessionRelay
 from proxy.session.runtime import Generation
 from proxy.session.trace import (
     add_subject_prefix,
@@ -68,7 +69,7 @@ class MailFlow:
         self.gen = gen
         self.conn = conn
         self.txn: Transaction | None = None
-        self.downstream: Downstream | None = None
+        self.relay = SessionRelay(gen.router)
         self.rcpt_hits: dict[str, list[Hit]] = {}
         self._too_many: Reply | None = None
 
@@ -94,16 +95,13 @@ class MailFlow:
 
     async def open_downstream(self) -> None:
         """``relay.connect_at = "connect"``: open the downstream session with the greeting."""
-        self.downstream = self.gen.new_downstream()
-        await self.downstream.open()
+        await self.relay.open()
 
     def release(self) -> None:
         """The client session is over: abort an open transaction, give the downstream back."""
         if self.txn is not None:
             self.finish(self.txn, None, "aborted")
-        if self.downstream is not None:
-            self.gen.release_downstream(self.downstream)
-            self.downstream = None
+        self.relay.release()
 
     def _identity(self) -> ClientIdentity:
         conn = self.conn
@@ -195,10 +193,8 @@ class MailFlow:
             self.finish(txn, reply, "mail")
             await wire.error(reply)
             return
-        if self.downstream is None:
-            self.downstream = gen.new_downstream()
         t0 = time.monotonic()
-        reply = await self.downstream.mail(txn.mail_from, params, self._identity())
+        reply = await self.relay.mail(txn, self._identity())
         txn.stage_ms["downstream_mail"] = (time.monotonic() - t0) * 1000
         if not reply.is_positive:
             if (
@@ -253,12 +249,13 @@ class MailFlow:
             result.refused_by = verdict.action.label
             await wire.error(result.reply)
             return
-        assert self.downstream is not None
-        reply = await self.downstream.rcpt(path.address, path.params)
-        if reply in R.OWN_DOWNSTREAM_FAILURES:
+        reply = await self.relay.rcpt(txn, path.address, path.params)
+        if reply in R.OWN_DOWNSTREAM_FAILURES or reply in SPLIT_REPLIES:
             reply = reply.with_ref(txn.ref)
         result.reply = reply
-        if reply.is_positive:
+        if reply in SPLIT_REPLIES:
+            await wire.reply(reply)  # not the client's error: it sends it again in a new transaction
+        elif reply.is_positive:
             result.accepted = True
             txn.accepted.append(path.address)
             await wire.reply(reply)
@@ -328,8 +325,7 @@ class MailFlow:
         return message, None
 
     async def _rset_downstream(self) -> None:
-        if self.downstream is not None:
-            await self.downstream.rset()
+        await self.relay.rset()
 
     async def _reject_data(self, txn: Transaction, reply: Reply) -> None:
         self.finish(txn, reply, "data")
@@ -367,9 +363,8 @@ class MailFlow:
             await self._reject_data(txn, verdict.reply.with_ref(txn.ref))
             return
         message = self._prepare(txn, message, hits, verdict)
-        assert self.downstream is not None
         t0 = time.monotonic()
-        reply = await self.downstream.data(message)
+        reply = await self.relay.data(message)
         del message
         txn.stage_ms["downstream_data"] = (time.monotonic() - t0) * 1000
         if reply in R.OWN_DOWNSTREAM_FAILURES:

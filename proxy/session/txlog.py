@@ -78,6 +78,9 @@ def log_transaction(
         fields["would_be"] = txn.would_be
     if observe:
         fields["mode"] = "observe"
+    downstream = txn.notes.get("downstream")
+    if downstream:
+        fields["route"], fields["downstream"] = downstream
     log.info("transaction", **fields)
     return outcome
 
