@@ -24,6 +24,7 @@ from proxy.session.pipeline import Pipeline
 from proxy.session.runtime import Generation, build_tls_context
 from proxy.state import acquire_store, release_store
 from proxy.state.pass_cache import StorePassCache
+from proxy.state.tables import Tables
 
 RULE_SUFFIXES = (".toml", ".yaml", ".yml")
 _executor: ThreadPoolExecutor | None = None
@@ -61,6 +62,10 @@ def build_services(config: Config) -> Services:
         config=config, resolver=build_resolver(config), run_blocking=run_blocking, store=store
     )
     services.pass_cache = StorePassCache(store)
+    t = config.tables
+    services.extras["tables"] = Tables(
+        t.local_domains_files, t.recipient_files, t.access_files, t.reload_interval
+    )
     services.readiness["store"] = store.ping
     if metrics.enabled():
         services.on_transaction.append(metrics.on_transaction)
@@ -92,11 +97,17 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
 async def start_generation(gen: Generation) -> None:
     if gen.services.resolver is not None:
         gen.services.resolver.bind(asyncio.get_running_loop())
+    tables = gen.services.extras.get("tables")
+    if tables is not None:
+        await tables.start(gen.services.run_blocking)
     await gen.pipeline.start()
 
 
 async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
+    tables = gen.services.extras.get("tables")
+    if tables is not None:
+        await tables.stop()
     auth_pools.shutdown(gen.services)  # jobs in flight finish on their own
     if gen.services.resolver is not None:
         await gen.services.resolver.close()

@@ -227,6 +227,26 @@ class RelayConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TablesConfig:
+    local_domains_files: list[str] = opt(
+        [], "Files of local domains, one per line, added to relay.local_domains (100,000s: O(1) lookups)."
+    )
+    recipient_files: list[str] = opt(
+        [],
+        "Files of valid recipients, one address per line ('@domain': any user); a recipient of a "
+        "listed domain that is not listed gets 550 5.1.1 at RCPT (RCPT_UNKNOWN). Empty: no table.",
+    )
+    access_files: list[str] = opt(
+        [],
+        "Access rules: '<rcpt|from|client>:<key> <OK|REJECT|DEFER|score> [text]' per line "
+        "(docs/ROUTING.md); the most specific match wins at RCPT.",
+    )
+    reload_interval: float = opt(
+        "5s", "How often the table files are checked for a change (mtime, size) and re-read.", kind="duration"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyConfig:
     rules_dir: str = opt(
         "",
@@ -273,6 +293,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
@@ -293,6 +314,7 @@ CORE_SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "smtp": SmtpConfig,
     "relay": RelayConfig,
+    "tables": TablesConfig,
     "policy": PolicyConfig,
     "log": LogConfig,
     "dns": DnsConfig,
