@@ -18,6 +18,7 @@ from proxy.checks.registry import all_symbol_defs
 from proxy.config.schema import Config
 from proxy.dns import build_resolver
 from proxy.observability import metrics
+from proxy.policy.domains import DomainPolicies
 from proxy.policy.engine import Policy
 from proxy.policy.rules import Rules, bundled_rules_dir, load_rules
 from proxy.session.pipeline import Pipeline
@@ -89,6 +90,7 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
         ],
         forbidden=frozenset(c.upper() for c in config.smtp.forbidden_commands),
         authserv_id=config.server.authserv_id or config.server.hostname,
+        domain_policies=DomainPolicies(config, policy),
     )
     gen.router  # noqa: B018 - routes are checked now (a bad one is a ConfigError on load and reload)
     return gen

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class StageResult:
     verdict: Verdict
     rcpt: str = ""
     reply: Reply | None = None  # what the client would be told when this stage refuses
+    route: str = ""  # RCPT: the route and downstreams the recipient would take
+    policy: str = ""  # RCPT: the recipient domain's policy
 
 
 @dataclass(slots=True)
@@ -92,7 +94,7 @@ async def simulate(
     try:
         return await _run(
             gen.pipeline,
-            gen.policy,
+            gen,
             config,
             ip=ip,
             helo=helo,
@@ -104,9 +106,19 @@ async def simulate(
         await stop_generation(gen)
 
 
+def describe_route(router: Any, rcpt: str) -> str:
+    """The route a recipient takes and its downstreams, as `spamgate explain` shows it."""
+    route = router.route_for(rcpt.rpartition("@")[2])
+    if route.mx_port:
+        return f"{route.name} -> mx:{route.mx_port} (the domain's MX hosts)"
+    names = ", ".join(e.name for e in route.endpoints)
+    extra = " (one recipient per transaction: LMTP)" if route.one_rcpt else ""
+    return f"{route.name} -> {names} ({route.balance}){extra}"
+
+
 async def _run(
     pipeline: Any,
-    policy: Any,
+    gen: Any,
     config: Config,
     *,
     ip: str,
@@ -116,6 +128,7 @@ async def _run(
     message: bytes | None,
 ) -> Explanation:
     ex = Explanation(ip, helo, mail_from, rcpts, mode=config.server.mode)
+    policy = gen.policy
     addr = ipaddress.ip_address(ip)
     conn = Connection(EXPLAIN_REF, addr, 0, (ip, 0))
 
@@ -166,14 +179,21 @@ async def _run(
     # RCPT, each recipient on its own
     accepted: list[list[Hit]] = []
     last = v
+    txn_policy = None
     for rcpt in rcpts:
         base = conn.hits + txn.hits
+        dpol = gen.domain_policies.for_rcpt(rcpt)
         hits = await pipeline.run(Stage.RCPT, ctx(Stage.RCPT, base, txn, rcpt=rcpt))
-        rv = policy.decide(base + hits, Stage.RCPT)
-        ex.stages.append(StageResult("rcpt", hits, rv, rcpt=rcpt, reply=refusal(rv)))
+        if not dpol.greylist:
+            hits = [replace(h, observe=True) if h.name == "GREYLISTED" else h for h in hits]
+        rv = dpol.policy.decide(base + hits, Stage.RCPT)
+        route = describe_route(gen.router, rcpt)
+        result = StageResult("rcpt", hits, rv, rcpt, refusal(rv), route, dpol.describe())
+        ex.stages.append(result)
         if not refusal(rv):
             accepted.append(hits)
             last = rv
+            txn_policy = txn_policy or dpol
     rcpt_hits = _merge(accepted)
     if not accepted:
         # Every recipient refused: the client is told so at RCPT; report the first refusal.
@@ -186,7 +206,7 @@ async def _run(
     ex.data_evaluated = True
     data_hits = await pipeline.run(Stage.DATA, ctx(Stage.DATA, hits, txn, message=_normalize(message)))
     hits = hits + data_hits
-    v = policy.decide(hits, Stage.DATA)
+    v = (txn_policy or gen.domain_policies.default).policy.decide(hits, Stage.DATA)
     ex.stages.append(StageResult("data", data_hits, v, reply=refusal(v)))
     return finish(hits, v, "data" if refusal(v) else "")
 
@@ -221,6 +241,7 @@ def to_dict(ex: Explanation, rules: Rules) -> dict[str, Any]:
                 "action": s.verdict.action.label,
                 "cause": s.verdict.cause,
                 "reply": s.reply.render() if s.reply else None,
+                **({"route": s.route, "policy": s.policy} if s.rcpt else {}),
             }
             for s in ex.stages
         ],
@@ -244,6 +265,9 @@ def render_text(ex: Explanation, rules: Rules) -> str:
         title = s.stage.upper() + (f" <{s.rcpt}>" if s.rcpt else "")
         verdict = s.verdict.action.label + (f" (cause: {s.verdict.cause})" if s.verdict.cause else "")
         out.append(f"{title}: {verdict}")
+        if s.route:
+            out.append(f"  route  {s.route}")
+            out.append(f"  policy {s.policy}")
         if not s.hits:
             out.append("  (no symbols)")
         for h in s.hits:

@@ -83,6 +83,9 @@ OTHER_ROUTE = Reply(452, "4.5.3", "Recipient goes to another destination, send i
 LMTP_ONE_RCPT = Reply(
     452, "4.5.3", "One recipient per transaction for this destination, send it again in a new one"
 )
+OTHER_POLICY = Reply(
+    452, "4.5.3", "Recipient has another filtering policy, send it again in a new transaction"
+)
 # Failures of the downstream that carry no downstream reply: the client's reply gets our ref.
 OWN_DOWNSTREAM_FAILURES = (DOWNSTREAM_UNAVAILABLE, DOWNSTREAM_LOST, DOWNSTREAM_TLS, DOWNSTREAM_XCLIENT)
 

@@ -247,6 +247,24 @@ class TablesConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class DomainPolicyConfig:
+    """A policy for some recipient domains (docs/ROUTING.md); unset keys keep the global value."""
+
+    domains: list[str] = opt([], "Recipient domains this policy applies to (exact, case-insensitive).")
+    tag: float | None = opt(None, "Tag threshold for these recipients (rules' [thresholds] tag; 0: off).")
+    tempfail: float | None = opt(None, "Tempfail threshold for these recipients (0: off).")
+    reject: float | None = opt(None, "Reject threshold for these recipients (0: off).")
+    greylist: bool = opt(True, "Greylist these recipients (false: GREYLISTED is only logged, as observed).")
+    mode: str | None = opt(
+        None,
+        "'enforce' or 'observe' for these recipients, whatever server.mode says.",
+        choices=("enforce", "observe"),
+    )
+    tag_header: str | None = opt(None, "Header added with value YES when tagged ('' : none).")
+    tag_subject_prefix: str | None = opt(None, "Subject prefix when tagged ('' : none).")
+
+
+@dataclass(frozen=True, slots=True)
 class PolicyConfig:
     rules_dir: str = opt(
         "",
@@ -267,6 +285,11 @@ class PolicyConfig:
     header_score: str = opt("X-Spamgate-Score", "Header with the total score; empty: not added.")
     tag_header: str = opt("X-Spam-Flag", "Header added with value YES when the action is tag.")
     tag_subject_prefix: str = opt("", "Prefix added to the Subject when the action is tag; empty: none.")
+    domains: list[DomainPolicyConfig] = opt(
+        [],
+        "Per recipient domain policies, [[policy.domains]] tables (keys below); one transaction "
+        "carries one policy's recipients (others get 452 4.5.3).",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from proxy.checks.base import Services
 from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
 from proxy.model import Transaction
+from proxy.policy.domains import DomainPolicies
 from proxy.policy.engine import Policy
 from proxy.relay.router import Router
 from proxy.session.pipeline import Pipeline
@@ -35,6 +36,7 @@ class Generation:
     trusted_proxies: list[Network]
     forbidden: frozenset[str]
     authserv_id: str
+    domain_policies: DomainPolicies
     _router: Router | None = None
 
     @property
