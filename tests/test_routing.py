@@ -216,3 +216,20 @@ def test_route_lookup_is_one_dict_lookup() -> None:
     assert router.route_for("example.org") is router.route_for("other.test") is router.default
     assert router.default.one_rcpt
     assert [e.kind for e in router.default.endpoints] == ["smtp", "lmtp"]
+
+
+def test_failover_on_timeouts(spamgate_factory: Factory, sinks: list[Sink]) -> None:
+    """A downstream slower than connect_timeout (greeting) or command_timeout (MAIL) is skipped."""
+    a, b = sinks
+    route = {"domains": ["*"], "downstreams": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]}
+    relay = {"routes": [route], "down_time": "300ms", "connect_timeout": "500ms", "command_timeout": "500ms"}
+    sg = spamgate_factory({"relay": {**relay, "pool_size": 0}})
+    for stage in ("greeting", "mail"):
+        a.state.delays = {stage: 2.0}
+        got = _send(sg.port, ["bob@example.test"], f"slow {stage}")
+        assert got["MAIL"][0] == 250, got
+        assert got["DATA"][0] == 250, got
+        time.sleep(0.4)  # past down_time: the slow one is tried again next time
+    assert not a.messages
+    assert len(b.messages) == 2
+    assert len(sg.events("downstream_down")) == 2

@@ -4,6 +4,7 @@ downstream, access rules by recipient / sender / client, reload on change and on
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -112,3 +113,39 @@ def test_fingerprint_set_and_parsers(tmp_path: Path) -> None:
         (tmp_path / "a").write_text(bad + "\n")
         with pytest.raises(ValueError, match=":1: "):
             parse_access(str(tmp_path / "a"))
+
+
+def test_tables_from_sqlite(spamgate_factory: Factory, sink: Sink, tmp_path: Path) -> None:
+    """The same tables from an SQLite database (domains, recipients, access), re-read on change."""
+    db_path = tmp_path / "tables.db"
+    db = sqlite3.connect(db_path)
+    db.executescript(
+        """
+        CREATE TABLE domains (key TEXT PRIMARY KEY);
+        CREATE TABLE recipients (key TEXT PRIMARY KEY);
+        CREATE TABLE access (key TEXT PRIMARY KEY, action TEXT, text TEXT);
+        INSERT INTO domains VALUES ('sql.test');
+        INSERT INTO recipients VALUES ('bob@sql.test');
+        INSERT INTO access VALUES ('from:@spammer.test', 'REJECT', 'Not from you');
+        """
+    )
+    db.commit()
+    src = f"sqlite:{db_path}"
+    tables = {
+        "local_domains_files": [src],
+        "recipient_files": [src],
+        "access_files": [src],
+        "reload_interval": "200ms",
+    }
+    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "tables": tables})
+    assert _rcpt(sg.port, "bob@sql.test")[0] == 250
+    assert _rcpt(sg.port, "eve@sql.test")[0] == 550
+    code, text = _rcpt(sg.port, "bob@sql.test", sender="x@spammer.test")
+    assert code == 554
+    assert text.endswith(b"] Not from you (from:@spammer.test)")
+    time.sleep(1.1)  # a new mtime second for the database file
+    db.execute("INSERT INTO recipients VALUES ('eve@sql.test')")
+    db.commit()
+    db.close()
+    sg.wait_log("table_reloaded", table="recipients")
+    assert _rcpt(sg.port, "eve@sql.test")[0] == 250

@@ -229,17 +229,21 @@ class RelayConfig:
 @dataclass(frozen=True, slots=True)
 class TablesConfig:
     local_domains_files: list[str] = opt(
-        [], "Files of local domains, one per line, added to relay.local_domains (100,000s: O(1) lookups)."
+        [],
+        "Files of local domains, one per line, added to relay.local_domains (O(1) lookups); "
+        "'sqlite:/path.db' reads its table domains(key).",
     )
     recipient_files: list[str] = opt(
         [],
         "Files of valid recipients, one address per line ('@domain': any user); a recipient of a "
-        "listed domain that is not listed gets 550 5.1.1 at RCPT (RCPT_UNKNOWN). Empty: no table.",
+        "listed domain that is not listed gets 550 5.1.1 at RCPT (RCPT_UNKNOWN). Empty: no table. "
+        "'sqlite:/path.db' reads its table recipients(key).",
     )
     access_files: list[str] = opt(
         [],
         "Access rules: '<rcpt|from|client>:<key> <OK|REJECT|DEFER|score> [text]' per line "
-        "(docs/ROUTING.md); the most specific match wins at RCPT.",
+        "(docs/ROUTING.md); the most specific match wins at RCPT. 'sqlite:/path.db' reads its "
+        "table access(key, action, text).",
     )
     reload_interval: float = opt(
         "5s", "How often the table files are checked for a change (mtime, size) and re-read.", kind="duration"

@@ -7,7 +7,10 @@ Knows nothing of spam: it loads keys and values and answers membership in O(1).
   ``str``): 1,000,000 recipients take ~16 MiB per worker (bench/tables_cost.py). A false
   positive needs a 64-bit collision (about 1 in 10^13 per lookup at 1M keys).
 - Files: one key per line, ``#`` comments, case-insensitive. Access files:
-  ``<kind>:<key> <OK|REJECT|DEFER|score> [text]`` (see docs/ROUTING.md).
+  ``<kind>:<key> <OK|REJECT|DEFER|score> [text]`` (see docs/ROUTING.md). A source
+  ``sqlite:/path.db`` reads the tables ``domains(key)``, ``recipients(key)`` and
+  ``access(key, action, text)`` of that database instead (read-only), into the same memory
+  structures; its change is seen on the database file (and its ``-wal``).
 - :class:`Tables` loads every file in a worker thread at start and on reload (SIGHUP builds a
   new generation), and re-reads a file whose mtime or size changed, checked every
   ``tables.reload_interval``; a file that fails to parse keeps the previous contents (logged).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import sqlite3
 from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -90,13 +94,35 @@ class FingerprintSet:
         return len(self.slots) * 8
 
 
-def read_keys(path: str) -> list[str]:
+def _sqlite_lines(source: str, table: str) -> list[str]:
+    """``sqlite:/path.db``: the rows of ``table`` as lines (read-only; columns joined by spaces)."""
+    uri = "file:" + source[len("sqlite:") :] + "?mode=ro"
+    try:
+        db = sqlite3.connect(uri, uri=True)
+        try:
+            if table == "access":
+                rows = db.execute("SELECT key, action, coalesce(text, '') FROM access")
+            else:
+                rows = db.execute(f"SELECT key FROM {table}")  # noqa: S608 - a fixed name
+            return [" ".join(str(c) for c in row).strip() for row in rows]
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise ValueError(f"{source}: table {table}: {exc}") from None
+
+
+def _lines(source: str, table: str) -> list[str]:
+    if source.startswith("sqlite:"):
+        return _sqlite_lines(source, table)
+    return Path(source).read_text(encoding="utf-8").splitlines()
+
+
+def read_keys(path: str, table: str = "domains") -> list[str]:
     out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            item = line.split("#", 1)[0].strip().lower().rstrip(".")
-            if item:
-                out.append(item)
+    for line in _lines(path, table):
+        item = line.split("#", 1)[0].strip().lower().rstrip(".")
+        if item:
+            out.append(item)
     return out
 
 
@@ -127,7 +153,7 @@ class AccessTable:
 
 def parse_access(path: str) -> AccessTable:
     table = AccessTable()
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(_lines(path, "access"), 1):
         body = line.split("#", 1)[0].strip()
         if not body:
             continue
@@ -183,7 +209,7 @@ class Recipients:
 
 
 def load_recipients(paths: list[str]) -> Recipients:
-    keys = [k for p in paths for k in read_keys(p)]
+    keys = [k for p in paths for k in read_keys(p, "recipients")]
     rec = Recipients(FingerprintSet(size_hint=len(keys)))
     for k in keys:
         local, at, domain = k.rpartition("@")
@@ -235,11 +261,13 @@ class Tables:
     def _stamp(self, name: str) -> tuple[tuple[float, int], ...]:
         out = []
         for p in self.files[name]:
-            try:
-                st = os.stat(p)
-                out.append((st.st_mtime, st.st_size))
-            except OSError:
-                out.append((-1.0, -1))
+            path = p[len("sqlite:") :] if p.startswith("sqlite:") else p
+            for f in (path, path + "-wal") if p.startswith("sqlite:") else (path,):
+                try:
+                    st = os.stat(f)
+                    out.append((st.st_mtime, st.st_size))
+                except OSError:
+                    out.append((-1.0, -1))
         return tuple(out)
 
     def load(self, name: str) -> None:
