@@ -65,7 +65,7 @@ def build_services(config: Config) -> Services:
     services.pass_cache = StorePassCache(store)
     t = config.tables
     services.extras["tables"] = Tables(
-        t.local_domains_files, t.recipient_files, t.access_files, t.reload_interval
+        t.local_domains_files, t.recipient_files, t.access_files, t.reload_interval, store
     )
     services.readiness["store"] = store.ping
     if metrics.enabled():

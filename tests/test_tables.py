@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from proxy.state.tables import FingerprintSet, load_recipients, parse_access
 from tests.harness.clients import message, smtp
 from tests.harness.proc import Spamgate
+from tests.harness.redis_server import RedisServer
 from tests.harness.sink import Sink
 
 Factory = Callable[..., Spamgate]
@@ -149,3 +151,34 @@ def test_tables_from_sqlite(spamgate_factory: Factory, sink: Sink, tmp_path: Pat
     db.close()
     sg.wait_log("table_reloaded", table="recipients")
     assert _rcpt(sg.port, "eve@sql.test")[0] == 250
+
+
+def test_tables_from_redis_for_a_fleet(
+    spamgate_factory: Factory, sink: Sink, redis_server: RedisServer
+) -> None:
+    """'redis:' sources: the store's Redis holds the tables; INCR tables:version re-reads them."""
+    r = redis.Redis.from_url(redis_server.url)
+    r.sadd("sg:tables:domains", "red.test")
+    r.sadd("sg:tables:recipients", "bob@red.test")
+    r.hset("sg:tables:access", "from:@spammer.test", "REJECT Nope")
+    tables = {
+        "local_domains_files": ["redis:"],
+        "recipient_files": ["redis:"],
+        "access_files": ["redis:"],
+        "reload_interval": "200ms",
+    }
+    cfg = {
+        "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+        "store": {"url": redis_server.url},
+        "tables": tables,
+    }
+    sg = spamgate_factory(cfg)
+    assert _rcpt(sg.port, "bob@red.test")[0] == 250
+    assert _rcpt(sg.port, "eve@red.test")[0] == 550
+    assert _rcpt(sg.port, "bob@red.test", sender="x@spammer.test")[0] == 554
+    r.sadd("sg:tables:recipients", "eve@red.test")
+    assert _rcpt(sg.port, "eve@red.test")[0] == 550  # not before the version moves
+    r.incr("sg:tables:version")
+    sg.wait_log("table_reloaded", table="recipients")
+    assert _rcpt(sg.port, "eve@red.test")[0] == 250
+    r.close()

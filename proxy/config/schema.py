@@ -231,22 +231,25 @@ class TablesConfig:
     local_domains_files: list[str] = opt(
         [],
         "Files of local domains, one per line, added to relay.local_domains (O(1) lookups); "
-        "'sqlite:/path.db' reads its table domains(key).",
+        "'sqlite:/path.db' reads its table domains(key); 'redis:' the store's SET <prefix>tables:domains.",
     )
     recipient_files: list[str] = opt(
         [],
         "Files of valid recipients, one address per line ('@domain': any user); a recipient of a "
         "listed domain that is not listed gets 550 5.1.1 at RCPT (RCPT_UNKNOWN). Empty: no table. "
-        "'sqlite:/path.db' reads its table recipients(key).",
+        "'sqlite:/path.db' reads its table recipients(key); 'redis:' the SET <prefix>tables:recipients.",
     )
     access_files: list[str] = opt(
         [],
         "Access rules: '<rcpt|from|client>:<key> <OK|REJECT|DEFER|score> [text]' per line "
         "(docs/ROUTING.md); the most specific match wins at RCPT. 'sqlite:/path.db' reads its "
-        "table access(key, action, text).",
+        "table access(key, action, text); 'redis:' the HASH <prefix>tables:access.",
     )
     reload_interval: float = opt(
-        "5s", "How often the table files are checked for a change (mtime, size) and re-read.", kind="duration"
+        "5s",
+        "How often the table sources are checked for a change (file mtime and size, Redis "
+        "<prefix>tables:version) and re-read.",
+        kind="duration",
     )
 
 

@@ -10,7 +10,9 @@ Knows nothing of spam: it loads keys and values and answers membership in O(1).
   ``<kind>:<key> <OK|REJECT|DEFER|score> [text]`` (see docs/ROUTING.md). A source
   ``sqlite:/path.db`` reads the tables ``domains(key)``, ``recipients(key)`` and
   ``access(key, action, text)`` of that database instead (read-only), into the same memory
-  structures; its change is seen on the database file (and its ``-wal``).
+  structures; its change is seen on the database file (and its ``-wal``). A source
+  ``redis:`` reads the store's Redis (SETs ``<prefix>tables:domains`` / ``:recipients``,
+  HASH ``<prefix>tables:access``), re-read when ``<prefix>tables:version`` changes.
 - :class:`Tables` loads every file in a worker thread at start and on reload (SIGHUP builds a
   new generation), and re-reads a file whose mtime or size changed, checked every
   ``tables.reload_interval``; a file that fails to parse keeps the previous contents (logged).
@@ -37,6 +39,10 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def _fp(key: str) -> int:
     return (hash(key) & _MASK) or 1  # 0 marks an empty slot
+
+
+def _text(v: Any) -> str:
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
 
 class FingerprintSet:
@@ -111,15 +117,20 @@ def _sqlite_lines(source: str, table: str) -> list[str]:
         raise ValueError(f"{source}: table {table}: {exc}") from None
 
 
-def _lines(source: str, table: str) -> list[str]:
+Fetched = dict[str, list[str]]  # lines read from Redis beforehand, by table name
+
+
+def _lines(source: str, table: str, fetched: Fetched | None = None) -> list[str]:
+    if source == "redis:":
+        return (fetched or {}).get(table, [])
     if source.startswith("sqlite:"):
         return _sqlite_lines(source, table)
     return Path(source).read_text(encoding="utf-8").splitlines()
 
 
-def read_keys(path: str, table: str = "domains") -> list[str]:
+def read_keys(path: str, table: str = "domains", fetched: Fetched | None = None) -> list[str]:
     out = []
-    for line in _lines(path, table):
+    for line in _lines(path, table, fetched):
         item = line.split("#", 1)[0].strip().lower().rstrip(".")
         if item:
             out.append(item)
@@ -151,9 +162,9 @@ class AccessTable:
         return best[1] if best else None
 
 
-def parse_access(path: str) -> AccessTable:
+def parse_access(path: str, fetched: Fetched | None = None) -> AccessTable:
     table = AccessTable()
-    for lineno, line in enumerate(_lines(path, "access"), 1):
+    for lineno, line in enumerate(_lines(path, "access", fetched), 1):
         body = line.split("#", 1)[0].strip()
         if not body:
             continue
@@ -208,8 +219,8 @@ class Recipients:
         return address in self.users or domain in self.catch_all
 
 
-def load_recipients(paths: list[str]) -> Recipients:
-    keys = [k for p in paths for k in read_keys(p, "recipients")]
+def load_recipients(paths: list[str], fetched: Fetched | None = None) -> Recipients:
+    keys = [k for p in paths for k in read_keys(p, "recipients", fetched)]
     rec = Recipients(FingerprintSet(size_hint=len(keys)))
     for k in keys:
         local, at, domain = k.rpartition("@")
@@ -223,15 +234,15 @@ def load_recipients(paths: list[str]) -> Recipients:
     return rec
 
 
-def load_domains(paths: list[str]) -> FingerprintSet:
-    keys = [k for p in paths for k in read_keys(p)]
+def load_domains(paths: list[str], fetched: Fetched | None = None) -> FingerprintSet:
+    keys = [k for p in paths for k in read_keys(p, "domains", fetched)]
     return FingerprintSet(keys, size_hint=len(keys))
 
 
-def load_access(paths: list[str]) -> AccessTable:
+def load_access(paths: list[str], fetched: Fetched | None = None) -> AccessTable:
     merged = AccessTable()
     for p in paths:
-        t = parse_access(p)
+        t = parse_access(p, fetched)
         merged.exact.update(t.exact)
         merged.networks += t.networks
     return merged
@@ -244,7 +255,12 @@ class Tables:
     """The loaded tables of one generation, re-read on change."""
 
     def __init__(
-        self, domain_files: list[str], recipient_files: list[str], access_files: list[str], interval: float
+        self,
+        domain_files: list[str],
+        recipient_files: list[str],
+        access_files: list[str],
+        interval: float,
+        store: Any = None,
     ) -> None:
         self.files = {"domains": domain_files, "recipients": recipient_files, "access": access_files}
         self.interval = interval
@@ -253,6 +269,8 @@ class Tables:
         self.access = AccessTable()
         self._stamps: dict[str, tuple[tuple[float, int], ...]] = {}
         self._task: asyncio.Task[None] | None = None
+        self.store = store  # the state store, for 'redis:' sources
+        self._redis_version: Any = None
 
     @property
     def configured(self) -> bool:
@@ -270,34 +288,64 @@ class Tables:
                     out.append((-1.0, -1))
         return tuple(out)
 
-    def load(self, name: str) -> None:
+    def load(self, name: str, fetched: Fetched | None = None) -> None:
         """Read one table (blocking: run it in a thread); raises on a bad file."""
         stamp = self._stamp(name)
         paths = self.files[name]
         if name == "domains":
-            self.domains = load_domains(paths)
+            self.domains = load_domains(paths, fetched)
         elif name == "recipients":
-            self.recipients = load_recipients(paths) if paths else None
+            self.recipients = load_recipients(paths, fetched) if paths else None
         else:
-            self.access = load_access(paths)
+            self.access = load_access(paths, fetched)
         self._stamps[name] = stamp
 
-    def load_all(self) -> None:
+    def load_all(self, fetched: Fetched | None = None) -> None:
         for name in self.files:
-            self.load(name)
+            self.load(name, fetched)
+
+    # -- 'redis:' sources: SETs <prefix>tables:domains / :recipients, HASH <prefix>tables:access,
+    # re-read when <prefix>tables:version changes (INCR it after an update).
+
+    def _redis_names(self) -> list[str]:
+        return [n for n, paths in self.files.items() if "redis:" in paths]
+
+    async def _fetch_redis(self) -> Fetched:
+        client = getattr(self.store, "client", None)
+        if client is None:
+            raise ValueError("'redis:' tables need store.url = redis://...")
+        prefix = self.store.prefix
+        out: Fetched = {}
+        self._redis_version = await client.get(f"{prefix}tables:version")
+        for name in self._redis_names():
+            key = f"{prefix}tables:{name}"
+            if name == "access":
+                pairs = (await client.hgetall(key)).items()
+                out[name] = [f"{_text(k)} {_text(v)}" for k, v in pairs]
+            else:
+                out[name] = [_text(m) async for m in client.sscan_iter(key, count=5000)]
+        return out
+
+    async def _redis_changed(self) -> bool:
+        if not self._redis_names():
+            return False
+        version = await self.store.client.get(f"{self.store.prefix}tables:version")
+        return bool(version != self._redis_version)
 
     async def start(self, run_blocking: RunBlocking | None) -> None:
         if not self.configured:
             return
+        fetched = await self._fetch_redis() if self._redis_names() else None
         if run_blocking is None:
-            self.load_all()
+            self.load_all(fetched)
         else:
-            await run_blocking(self.load_all)
+            await run_blocking(self.load_all, fetched)
         self._task = asyncio.ensure_future(self._watch(run_blocking))
 
     async def _watch(self, run_blocking: RunBlocking | None) -> None:
         while True:
             await asyncio.sleep(self.interval)
+            await self._watch_redis(run_blocking)
             for name in self.files:
                 if self.files[name] and self._stamp(name) != self._stamps.get(name):
                     try:
@@ -310,6 +358,20 @@ class Tables:
                         log.error("table_reload_failed", table=name, error=str(exc))
                         continue
                     log.info("table_reloaded", table=name, files=self.files[name])
+
+    async def _watch_redis(self, run_blocking: RunBlocking | None) -> None:
+        try:
+            if not await self._redis_changed():
+                return
+            fetched = await self._fetch_redis()
+            for name in self._redis_names():
+                if run_blocking is None:
+                    self.load(name, fetched)
+                else:
+                    await run_blocking(self.load, name, fetched)
+                log.info("table_reloaded", table=name, files=self.files[name])
+        except Exception as exc:  # Redis down or a bad entry: keep the tables we have
+            log.error("table_reload_failed", table="redis", error=repr(exc))
 
     async def stop(self) -> None:
         if self._task is not None:
