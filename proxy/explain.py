@@ -60,6 +60,7 @@ class Explanation:
     stopped_at: str = ""
     data_evaluated: bool = False
     mode: str = "enforce"
+    notes: list[str] = field(default_factory=list)
 
 
 def _normalize(message: bytes) -> bytes:
@@ -179,7 +180,8 @@ async def _run(
     # RCPT, each recipient on its own
     accepted: list[list[Hit]] = []
     last = v
-    txn_policy = None
+    txn_policy: Any = None
+    txn_route: Any = None
     for rcpt in rcpts:
         base = conn.hits + txn.hits
         dpol = gen.domain_policies.for_rcpt(rcpt)
@@ -191,9 +193,13 @@ async def _run(
         result = StageResult("rcpt", hits, rv, rcpt, refusal(rv), route, dpol.describe())
         ex.stages.append(result)
         if not refusal(rv):
+            route_of = gen.router.route_for(rcpt.rpartition("@")[2])
+            if accepted and (dpol is not txn_policy or route_of is not txn_route or route_of.one_rcpt):
+                ex.notes.append(f"<{rcpt}> would get 452 4.5.3: another route, policy or LMTP transaction")
+                continue
             accepted.append(hits)
             last = rv
-            txn_policy = txn_policy or dpol
+            txn_policy, txn_route = dpol, route_of
     rcpt_hits = _merge(accepted)
     if not accepted:
         # Every recipient refused: the client is told so at RCPT; report the first refusal.
@@ -251,6 +257,7 @@ def to_dict(ex: Explanation, rules: Rules) -> dict[str, Any]:
         "reply": ex.reply or None,
         "stopped_at": ex.stopped_at or None,
         "data_evaluated": ex.data_evaluated,
+        "notes": ex.notes,
     }
 
 
@@ -290,6 +297,7 @@ def render_text(ex: Explanation, rules: Rules) -> str:
     out.append(f"reply: {ex.reply or '250 2.0.0 (the downstream reply: mail relayed)'}")
     if not ex.data_evaluated and not ex.stopped_at:
         out.append("note: DATA checks not evaluated (give --message FILE)")
+    out += [f"note: {n}" for n in ex.notes]
     return "\n".join(out) + "\n"
 
 

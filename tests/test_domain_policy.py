@@ -80,7 +80,7 @@ def test_explain_shows_route_and_policy(sink: Sink, tmp_path: Path) -> None:
     cfg["dns"] = {"nameservers": ["127.0.0.1:1"], "timeout": "200ms", "retries": 0}  # as test_explain
     (tmp_path / "explain.toml").write_text(to_toml(cfg))
     args = ["--ip", "127.0.0.5", "--helo", "mail.sender.test", "--from", "meh@sender.test"]
-    for r in ("x@strict.test", "z@tagme.test", "bob@example.test"):
+    for r in ("x@strict.test", "z@tagme.test", "bob@example.test", "y@nogrey.test"):
         args += ["--rcpt", r]
     run = [sys.executable, "-m", "proxy", "explain", "--config", str(tmp_path / "explain.toml"), *args]
     out = subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=30, cwd=ROOT, check=True)
@@ -92,6 +92,8 @@ def test_explain_shows_route_and_policy(sink: Sink, tmp_path: Path) -> None:
     assert stages[1]["policy"] == "tagme.test: tag=2 tempfail=0 reject=15 greylist=off mode=enforce"
     assert stages[2]["route"] == f"default -> 127.0.0.1:{sink.port} (order)"
     assert stages[2]["policy"] == "global: tag=6 tempfail=0 reject=15 greylist=on mode=enforce"
+    notes = json.loads(out.stdout)["notes"]
+    assert notes == ["<y@nogrey.test> would get 452 4.5.3: another route, policy or LMTP transaction"]
     text = subprocess.run(run, capture_output=True, text=True, timeout=30, cwd=ROOT, check=True).stdout
     assert "  route  strict.test -> 10.0.0.5:25, 10.0.0.6:25 (order)" in text
     assert "  policy tagme.test: tag=2" in text
