@@ -102,7 +102,12 @@ async def start_generation(gen: Generation) -> None:
     tables = gen.services.extras.get("tables")
     if tables is not None:
         await tables.start(gen.services.run_blocking)
-    await gen.pipeline.start()
+    try:
+        await gen.pipeline.start()
+    except BaseException:
+        if tables is not None:
+            await tables.stop()  # a refused reload leaves no watcher behind
+        raise
 
 
 async def stop_generation(gen: Generation) -> None:

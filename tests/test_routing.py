@@ -233,3 +233,20 @@ def test_failover_on_timeouts(spamgate_factory: Factory, sinks: list[Sink]) -> N
     assert not a.messages
     assert len(b.messages) == 2
     assert len(sg.events("downstream_down")) == 2
+
+
+def test_failover_inside_one_client_session(spamgate_factory: Factory, sinks: list[Sink]) -> None:
+    """The downstream dies between two transactions of one client session: the second fails over."""
+    a, b = sinks
+    route = {"domains": ["*"], "downstreams": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]}
+    sg = spamgate_factory({"relay": {"routes": [route], "down_time": "30s"}})
+    with smtp(sg.port) as c:
+        c.ehlo("client.sender.test")
+        for i in range(3):
+            assert c.mail("alice@sender.test")[0] == 250
+            assert c.rcpt("bob@example.test")[0] == 250
+            assert c.data(message(f"in session {i}"))[0] == 250
+            if i == 0:
+                a.stop()  # drops the downstream session spamgate holds for this client
+    assert (len(a.messages), len(b.messages)) == (1, 2)
+    assert not b.state.sequence_errors
