@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 # System tools the tests drive (Debian package names: command they provide).
 SYSPKGS := swaks:swaks redis-server:redis-server postfix:smtp-source postfix:smtp-sink \
-           prometheus:promtool chromium:chromium chromium-driver:chromedriver
+           prometheus:promtool chromium:chromium chromium-driver:chromedriver dovecot-lmtpd:dovecot
 # What `make bench` needs on top (the byte-proxy reference).
 BENCH_PKGS := haproxy:haproxy
 

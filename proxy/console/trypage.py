@@ -73,8 +73,7 @@ async def run_try(gen: Any, form: dict[str, str]) -> str:
     try:
         ex = await asyncio.wait_for(
             dry_run(
-                gen.pipeline,
-                gen.policy,
+                gen,
                 gen.config,
                 ip=ip,
                 helo=form.get("helo", "").strip(),
