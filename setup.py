@@ -17,5 +17,6 @@ setup(
     package_data={
         "proxy._rules": ["*.toml", "*.yaml", "*.yml"],
         "proxy._rules.patterns": ["*.txt"],
+        "proxy.console": ["static/*.js", "static/*.css"],
     },
 )

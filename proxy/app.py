@@ -16,14 +16,17 @@ from proxy.auth import pools as auth_pools
 from proxy.checks.base import Services
 from proxy.checks.registry import all_symbol_defs
 from proxy.config.schema import Config
+from proxy.console.history import acquire_history, release_history
 from proxy.dns import build_resolver
 from proxy.observability import metrics
+from proxy.policy.domains import DomainPolicies
 from proxy.policy.engine import Policy
 from proxy.policy.rules import Rules, bundled_rules_dir, load_rules
 from proxy.session.pipeline import Pipeline
 from proxy.session.runtime import Generation, build_tls_context
 from proxy.state import acquire_store, release_store
 from proxy.state.pass_cache import StorePassCache
+from proxy.state.tables import Tables
 
 RULE_SUFFIXES = (".toml", ".yaml", ".yml")
 _executor: ThreadPoolExecutor | None = None
@@ -61,10 +64,25 @@ def build_services(config: Config) -> Services:
         config=config, resolver=build_resolver(config), run_blocking=run_blocking, store=store
     )
     services.pass_cache = StorePassCache(store)
+    t = config.tables
+    services.extras["tables"] = Tables(
+        t.local_domains_files, t.recipient_files, t.access_files, t.reload_interval, store
+    )
     services.readiness["store"] = store.ping
     if metrics.enabled():
         services.on_transaction.append(metrics.on_transaction)
         services.on_close.append(metrics.on_close)
+    console = config.console
+    if console.enabled and config.metrics.listen:
+        writer = acquire_history(
+            config.store,
+            console.history_max_rows,
+            console.history_retention,
+            console.history_queue,
+            console.history_flush,
+        )
+        services.extras["history"] = writer
+        services.on_transaction.append(writer.on_transaction)
     return services
 
 
@@ -73,7 +91,7 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
     policy = Policy(rules, observe=config.server.mode == "observe")
     services = services or build_services(config)
     pipeline = Pipeline(config, services, policy)
-    return Generation(
+    gen = Generation(
         config=config,
         policy=policy,
         pipeline=pipeline,
@@ -84,21 +102,37 @@ def build_generation(config: Config, services: Services | None = None) -> Genera
         ],
         forbidden=frozenset(c.upper() for c in config.smtp.forbidden_commands),
         authserv_id=config.server.authserv_id or config.server.hostname,
+        domain_policies=DomainPolicies(config, policy),
     )
+    gen.router  # noqa: B018 - routes are checked now (a bad one is a ConfigError on load and reload)
+    return gen
 
 
 async def start_generation(gen: Generation) -> None:
     if gen.services.resolver is not None:
         gen.services.resolver.bind(asyncio.get_running_loop())
-    await gen.pipeline.start()
+    tables = gen.services.extras.get("tables")
+    if tables is not None:
+        await tables.start(gen.services.run_blocking)
+    try:
+        await gen.pipeline.start()
+    except BaseException:
+        if tables is not None:
+            await tables.stop()  # a refused reload leaves no watcher behind
+        raise
 
 
 async def stop_generation(gen: Generation) -> None:
     await gen.pipeline.stop()
+    tables = gen.services.extras.get("tables")
+    if tables is not None:
+        await tables.stop()
     auth_pools.shutdown(gen.services)  # jobs in flight finish on their own
     if gen.services.resolver is not None:
         await gen.services.resolver.close()
     if gen.services.store is not None:
         await release_store(gen.services.store)
-    if gen.pool is not None:
-        await gen.pool.close()
+    if "history" in gen.services.extras:
+        await release_history(gen.services.extras.pop("history"))
+    if gen._router is not None:
+        await gen._router.close()

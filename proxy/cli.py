@@ -155,6 +155,26 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console_password(args: argparse.Namespace) -> int:
+    """Print the hash of a console password (read from stdin with --stdin, else prompted)."""
+    import getpass
+
+    from proxy.console.passwords import hash_password
+
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("console password: ")
+        if getpass.getpass("again: ") != password:
+            sys.stderr.write("the passwords differ\n")
+            return 2
+    if len(password) < 8:
+        sys.stderr.write("use at least 8 characters\n")
+        return 2
+    sys.stdout.write(hash_password(password) + "\n")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spamgate", description="In-session SMTP filtering proxy.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -184,6 +204,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--log", help="log file for --ref (default: log.file of the configuration)")
     ex.add_argument("--json", action="store_true", help="machine-readable output")
     ex.set_defaults(func=cmd_explain)
+    pw = sub.add_parser("console-password", help="print the hash of a console password for [console]")
+    pw.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    pw.set_defaults(func=cmd_console_password)
     return p
 
 

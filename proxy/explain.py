@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ class StageResult:
     verdict: Verdict
     rcpt: str = ""
     reply: Reply | None = None  # what the client would be told when this stage refuses
+    route: str = ""  # RCPT: the route and downstreams the recipient would take
+    policy: str = ""  # RCPT: the recipient domain's policy
 
 
 @dataclass(slots=True)
@@ -58,6 +60,7 @@ class Explanation:
     stopped_at: str = ""
     data_evaluated: bool = False
     mode: str = "enforce"
+    notes: list[str] = field(default_factory=list)
 
 
 def _normalize(message: bytes) -> bytes:
@@ -92,7 +95,7 @@ async def simulate(
     try:
         return await _run(
             gen.pipeline,
-            gen.policy,
+            gen,
             config,
             ip=ip,
             helo=helo,
@@ -104,9 +107,36 @@ async def simulate(
         await stop_generation(gen)
 
 
+async def dry_run(
+    gen: Any,
+    config: Config,
+    *,
+    ip: str,
+    helo: str,
+    mail_from: str,
+    rcpts: list[str],
+    message: bytes | None = None,
+) -> Explanation:
+    """:func:`simulate` with a running generation (its pipeline, policy, routes and domain
+    policies: the console's "try a message"): no generation is built or started."""
+    return await _run(
+        gen.pipeline, gen, config, ip=ip, helo=helo, mail_from=mail_from, rcpts=rcpts, message=message
+    )
+
+
+def describe_route(router: Any, rcpt: str) -> str:
+    """The route a recipient takes and its downstreams, as `spamgate explain` shows it."""
+    route = router.route_for(rcpt.rpartition("@")[2])
+    if route.mx_port:
+        return f"{route.name} -> mx:{route.mx_port} (the domain's MX hosts)"
+    names = ", ".join(e.name for e in route.endpoints)
+    extra = " (one recipient per transaction: LMTP)" if route.one_rcpt else ""
+    return f"{route.name} -> {names} ({route.balance}){extra}"
+
+
 async def _run(
     pipeline: Any,
-    policy: Any,
+    gen: Any,
     config: Config,
     *,
     ip: str,
@@ -116,6 +146,7 @@ async def _run(
     message: bytes | None,
 ) -> Explanation:
     ex = Explanation(ip, helo, mail_from, rcpts, mode=config.server.mode)
+    policy = gen.policy
     addr = ipaddress.ip_address(ip)
     conn = Connection(EXPLAIN_REF, addr, 0, (ip, 0))
 
@@ -166,14 +197,26 @@ async def _run(
     # RCPT, each recipient on its own
     accepted: list[list[Hit]] = []
     last = v
+    txn_policy: Any = None
+    txn_route: Any = None
     for rcpt in rcpts:
         base = conn.hits + txn.hits
+        dpol = gen.domain_policies.for_rcpt(rcpt)
         hits = await pipeline.run(Stage.RCPT, ctx(Stage.RCPT, base, txn, rcpt=rcpt))
-        rv = policy.decide(base + hits, Stage.RCPT)
-        ex.stages.append(StageResult("rcpt", hits, rv, rcpt=rcpt, reply=refusal(rv)))
+        if not dpol.greylist:
+            hits = [replace(h, observe=True) if h.name == "GREYLISTED" else h for h in hits]
+        rv = dpol.policy.decide(base + hits, Stage.RCPT)
+        route = describe_route(gen.router, rcpt)
+        result = StageResult("rcpt", hits, rv, rcpt, refusal(rv), route, dpol.describe())
+        ex.stages.append(result)
         if not refusal(rv):
+            route_of = gen.router.route_for(rcpt.rpartition("@")[2])
+            if accepted and (dpol is not txn_policy or route_of is not txn_route or route_of.one_rcpt):
+                ex.notes.append(f"<{rcpt}> would get 452 4.5.3: another route, policy or LMTP transaction")
+                continue
             accepted.append(hits)
             last = rv
+            txn_policy, txn_route = dpol, route_of
     rcpt_hits = _merge(accepted)
     if not accepted:
         # Every recipient refused: the client is told so at RCPT; report the first refusal.
@@ -186,7 +229,7 @@ async def _run(
     ex.data_evaluated = True
     data_hits = await pipeline.run(Stage.DATA, ctx(Stage.DATA, hits, txn, message=_normalize(message)))
     hits = hits + data_hits
-    v = policy.decide(hits, Stage.DATA)
+    v = (txn_policy or gen.domain_policies.default).policy.decide(hits, Stage.DATA)
     ex.stages.append(StageResult("data", data_hits, v, reply=refusal(v)))
     return finish(hits, v, "data" if refusal(v) else "")
 
@@ -221,6 +264,7 @@ def to_dict(ex: Explanation, rules: Rules) -> dict[str, Any]:
                 "action": s.verdict.action.label,
                 "cause": s.verdict.cause,
                 "reply": s.reply.render() if s.reply else None,
+                **({"route": s.route, "policy": s.policy} if s.rcpt else {}),
             }
             for s in ex.stages
         ],
@@ -230,6 +274,7 @@ def to_dict(ex: Explanation, rules: Rules) -> dict[str, Any]:
         "reply": ex.reply or None,
         "stopped_at": ex.stopped_at or None,
         "data_evaluated": ex.data_evaluated,
+        "notes": ex.notes,
     }
 
 
@@ -244,6 +289,9 @@ def render_text(ex: Explanation, rules: Rules) -> str:
         title = s.stage.upper() + (f" <{s.rcpt}>" if s.rcpt else "")
         verdict = s.verdict.action.label + (f" (cause: {s.verdict.cause})" if s.verdict.cause else "")
         out.append(f"{title}: {verdict}")
+        if s.route:
+            out.append(f"  route  {s.route}")
+            out.append(f"  policy {s.policy}")
         if not s.hits:
             out.append("  (no symbols)")
         for h in s.hits:
@@ -266,6 +314,7 @@ def render_text(ex: Explanation, rules: Rules) -> str:
     out.append(f"reply: {ex.reply or '250 2.0.0 (the downstream reply: mail relayed)'}")
     if not ex.data_evaluated and not ex.stopped_at:
         out.append("note: DATA checks not evaluated (give --message FILE)")
+    out += [f"note: {n}" for n in ex.notes]
     return "\n".join(out) + "\n"
 
 

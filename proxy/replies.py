@@ -79,6 +79,13 @@ DOWNSTREAM_NO_SMTPUTF8 = Reply(553, "5.6.7", "Downstream server does not support
 CONTROL_CHARACTERS = Reply(501, "5.5.2", "Syntax error: control characters in command")
 TOO_MANY_JUNK_COMMANDS = Reply(421, "4.7.0", "Too many commands without mail, closing connection")
 INFLIGHT_BUDGET = Reply(451, "4.3.1", "Insufficient system resources, try again later")
+OTHER_ROUTE = Reply(452, "4.5.3", "Recipient goes to another destination, send it again in a new transaction")
+LMTP_ONE_RCPT = Reply(
+    452, "4.5.3", "One recipient per transaction for this destination, send it again in a new one"
+)
+OTHER_POLICY = Reply(
+    452, "4.5.3", "Recipient has another filtering policy, send it again in a new transaction"
+)
 # Failures of the downstream that carry no downstream reply: the client's reply gets our ref.
 OWN_DOWNSTREAM_FAILURES = (DOWNSTREAM_UNAVAILABLE, DOWNSTREAM_LOST, DOWNSTREAM_TLS, DOWNSTREAM_XCLIENT)
 

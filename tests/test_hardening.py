@@ -241,13 +241,14 @@ def test_inflight_budget_defers_instead_of_growing(sink: Sink, spamgate_factory:
     assert b"Subject: small" in sink.messages[0].data
 
 
-def test_reference_ids_are_64_bits(sink: Sink, spamgate_factory: Factory) -> None:
-    """References are 16 hex digits and a transaction number: unique fleet-wide at ISP volume."""
+def test_reference_ids_are_80_bits(sink: Sink, spamgate_factory: Factory) -> None:
+    """References are 20 hex digits (80 random bits) and a transaction number: unique fleet-wide
+    at ISP volume."""
     sg = gate(sink, spamgate_factory)
     with smtp(sg.port) as s:
         s.sendmail("alice@sender.test", ["bob@example.test"], "Subject: x\r\n\r\nx\r\n")
     tx = sg.wait_log("transaction")[0]
-    assert re.fullmatch(r"[0-9a-f]{16}\.1", tx["ref"]), tx["ref"]
+    assert re.fullmatch(r"[0-9a-f]{20}\.1", tx["ref"]), tx["ref"]
 
 
 @pytest.mark.parametrize(
@@ -283,3 +284,11 @@ def test_routing_in_local_part_allowed_for_relay_clients(sink: Sink, spamgate_fa
     with smtp(sg.port, "127.0.0.8") as s:
         s.sendmail("alice@sender.test", ['"a@b.example"@example.test'], GOOD)
     assert sink.messages[0].rcpts == ['"a@b.example"@example.test']
+
+
+def test_bare_postmaster_accepted(sink: Sink, spamgate_factory: Factory) -> None:
+    """RFC 5321 4.5.1: RCPT TO:<postmaster> (no domain) must be accepted; it goes downstream as is."""
+    sg = gate(sink, spamgate_factory)
+    with smtp(sg.port, "127.0.0.9") as s:
+        s.sendmail("alice@sender.test", ["postmaster"], GOOD)
+    assert sink.messages[0].rcpts == ["postmaster"]

@@ -30,6 +30,9 @@ ALLOWED: dict[str, set[str]] = {
     "checks": BASE | {"dns", "state", "auth", "smtp", "scan"},
     "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
+    # The operator console: reads the history and state stores, the rules' symbol texts, and runs
+    # explain's dry run; served by the admin listener (observability), never imported by the session.
+    "console": BASE | {"state", "policy", "explain"},
 }
 # Finer parts: the loader and docs generator assemble [checks.*] from each check's Options
 # (the top of the config layer); observability's metrics are a utility every layer uses.
@@ -39,6 +42,7 @@ PARTS = {
     "proxy.observability.metrics": "metrics",
     "proxy.observability.scanner_metrics": "metrics",
     "proxy.observability.config": "config",
+    "proxy.console.config": "config",
 }
 
 

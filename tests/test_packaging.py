@@ -57,6 +57,9 @@ def test_wheel_carries_the_rules_and_runs_outside_the_checkout(tmp_path: Path) -
     for rule in sorted((ROOT / "rules").rglob("*")):
         if rule.is_file():
             assert f"proxy/_rules/{rule.relative_to(ROOT / 'rules').as_posix()}" in names, sorted(names)
+    # The console's script and style travel as package data (no asset is loaded from outside).
+    for asset in sorted((ROOT / "proxy" / "console" / "static").iterdir()):
+        assert f"proxy/console/static/{asset.name}" in names, sorted(names)
 
     _run([sys.executable, "-m", "venv", str(venv)], tmp_path, 60)
     _run([str(venv / "bin" / "pip"), "install", "-q", "--find-links", str(dist), "spamgate"], tmp_path, 180)

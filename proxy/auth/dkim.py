@@ -4,7 +4,8 @@ Contract:
 - :func:`verify_all` is synchronous (dkimpy is, and body canonicalisation is CPU work): run it
   in the bounded thread pool. It verifies *every* DKIM-Signature (up to ``max_signatures``),
   not only the first, and never raises.
-- Keys come from ``txt(name) -> DnsResult`` (normally ``Resolver.lookup_blocking(name, "TXT")``).
+- Keys come from ``txt(name) -> DnsResult``: spamgate fetches them asynchronously first and
+  verifies against those answers (:func:`verify_prefetched`), so no thread waits for DNS.
   A failed lookup (timeout, SERVFAIL) gives ``temperror`` for that signature, distinct from
   ``fail``; dkimpy would swallow it as False, so the DNS hook raises an exception dkimpy does
   not catch.

@@ -4,8 +4,9 @@ Contract:
 - :func:`evaluate` is synchronous (pyspf is): run it in the bounded thread pool. It never
   raises; any pyspf crash (sdgathman/pyspf#39) is a ``permerror`` for malformed data or a
   ``temperror`` otherwise.
-- DNS goes through ``lookup(name, rdtype) -> DnsResult`` (normally
-  ``Resolver.lookup_blocking``), so ``[dns] nameservers`` drives SPF like every other check.
+- DNS goes through ``lookup(name, rdtype) -> DnsResult`` (for :func:`evaluate`, a blocking
+  lookup such as ``Resolver.lookup_blocking``; :func:`evaluate_async` serves answers it
+  resolved beforehand), so ``[dns] nameservers`` drives SPF like every other check.
   A failed lookup (timeout, SERVFAIL) is pyspf's ``TempError`` -> ``temperror``; NXDOMAIN and
   NODATA are empty answers.
 - pyspf calls the module global ``spf.DNSLookup``; :func:`evaluate` installs a dispatcher once

@@ -8,7 +8,8 @@ the log line says *why* (``RBL_ZEN(3){zen.spamhaus.org:127.0.0.4}``).
 
 Contract:
 - ``check`` must not block the event loop: DNS and store I/O are awaited through the injected
-  services, CPU-heavy work goes to ``services.run_blocking``.
+  services; CPU-heavy work goes to a bounded pool (the auth checks have one per family, see
+  :mod:`proxy.auth.pools`; ``services.run_blocking`` is the general one).
 - A failure of the check's own dependencies (DNS timeout, store down) is a *symbol* (weight 0 by
   default, e.g. ``SPF_TEMPERROR``), never "not listed" and never an exception. An exception that
   escapes anyway becomes ``CHECK_ERROR{name}`` and the stage goes on.

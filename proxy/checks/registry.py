@@ -27,6 +27,7 @@ from proxy.checks.mail.rhsbl import Rhsbl
 from proxy.checks.mail.sender_domain import SenderDomain
 from proxy.checks.mail.sender_syntax import SenderSyntax
 from proxy.checks.mail.spf import Spf
+from proxy.checks.rcpt.access_tables import AccessTables
 from proxy.checks.rcpt.greylist import Greylist
 from proxy.checks.rcpt.ratelimit import RateLimitRcpt
 from proxy.checks.rcpt.relay_control import RelayControl
@@ -50,6 +51,7 @@ CHECKS: tuple[type[Check], ...] = (
     RateLimitMail,
     # rcpt
     RelayControl,
+    AccessTables,
     Greylist,
     RateLimitRcpt,
     # data

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 
 from proxy.checks.registry import CHECKS, all_symbol_defs, symbol_owner
-from proxy.config.schema import CORE_SECTIONS
+from proxy.config.schema import CORE_SECTIONS, DomainPolicyConfig, PolicyConfig, RelayConfig, RouteConfig
 from proxy.policy.rules import Rules
 
 
@@ -20,6 +20,8 @@ def _shown(f: dataclasses.Field[Any]) -> str:
         value = f.default_factory()  # type: ignore[operator]
     if isinstance(value, str):
         return f'"{value}"'
+    if value is None:
+        return "(global)"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list):
@@ -77,6 +79,12 @@ def config_markdown() -> str:
         if cls.__doc__ and not cls.__doc__.startswith(cls.__name__ + "("):
             out += [cls.__doc__.strip().splitlines()[0], ""]
         out += _table(section_rows(cls)) + [""]
+        if cls is RelayConfig:
+            out += ["### [[relay.routes]]", "", (RouteConfig.__doc__ or "").strip(), ""]
+            out += _table(section_rows(RouteConfig)) + [""]
+        if cls is PolicyConfig:
+            out += ["### [[policy.domains]]", "", (DomainPolicyConfig.__doc__ or "").strip(), ""]
+            out += _table(section_rows(DomainPolicyConfig)) + [""]
     out += ["## Checks", "", "Each check has a `[checks.<name>]` table.", ""]
     for c in CHECKS:
         out += [f"### [checks.{c.name}]", "", f"{c.description} Stage: {c.stage.label}.", ""]

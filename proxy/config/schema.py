@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.config.fields import opt
+from proxy.console.config import ConsoleConfig
 from proxy.dns.config import DnsConfig
 from proxy.observability.config import MetricsConfig
 from proxy.state.config import StoreConfig
@@ -135,6 +136,26 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """One route: recipient domains and the downstreams that serve them (docs/ROUTING.md)."""
+
+    domains: list[str] = opt(
+        [], "Recipient domains of this route (exact, case-insensitive); '*' makes it the default route."
+    )
+    downstreams: list[str] = opt(
+        [],
+        "Where to relay: 'host:port' (SMTP), 'lmtp:host:port' (LMTP, one recipient per transaction) "
+        "or 'mx:' (the recipient domain's MX hosts, port 25); tried in order, failing over.",
+    )
+    balance: str = opt(
+        "order",
+        "'order': the first healthy downstream gets everything; 'weighted': spread by weights.",
+        choices=("order", "weighted"),
+    )
+    weights: list[int] = opt([], "Weights for 'weighted', one per downstream; empty: all equal.")
+
+
+@dataclass(frozen=True, slots=True)
 class RelayConfig:
     downstream: str = opt(
         "",
@@ -193,6 +214,62 @@ class RelayConfig:
     pool_max_uses: int = opt(
         100, "Client sessions one downstream session may serve before it is closed.", minimum=1
     )
+    routes: list[RouteConfig] = opt(
+        [],
+        "Routes by recipient domain, [[relay.routes]] tables (keys below, docs/ROUTING.md); a "
+        "recipient of no route takes the default route ('*', else downstream, else the Maildir).",
+    )
+    down_time: float = opt(
+        "30s",
+        "How long a downstream that refused the connection or timed out is skipped (routes with "
+        "several downstreams only).",
+        kind="duration",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TablesConfig:
+    local_domains_files: list[str] = opt(
+        [],
+        "Files of local domains, one per line, added to relay.local_domains (O(1) lookups); "
+        "'sqlite:/path.db' reads its table domains(key); 'redis:' the store's SET <prefix>tables:domains.",
+    )
+    recipient_files: list[str] = opt(
+        [],
+        "Files of valid recipients, one address per line ('@domain': any user); a recipient of a "
+        "listed domain that is not listed gets 550 5.1.1 at RCPT (RCPT_UNKNOWN). Empty: no table. "
+        "'sqlite:/path.db' reads its table recipients(key); 'redis:' the SET <prefix>tables:recipients.",
+    )
+    access_files: list[str] = opt(
+        [],
+        "Access rules: '<rcpt|from|client>:<key> <OK|REJECT|DEFER|score> [text]' per line "
+        "(docs/ROUTING.md); the most specific match wins at RCPT. 'sqlite:/path.db' reads its "
+        "table access(key, action, text); 'redis:' the HASH <prefix>tables:access.",
+    )
+    reload_interval: float = opt(
+        "5s",
+        "How often the table sources are checked for a change (file mtime and size, Redis "
+        "<prefix>tables:version) and re-read.",
+        kind="duration",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DomainPolicyConfig:
+    """A policy for some recipient domains (docs/ROUTING.md); unset keys keep the global value."""
+
+    domains: list[str] = opt([], "Recipient domains this policy applies to (exact, case-insensitive).")
+    tag: float | None = opt(None, "Tag threshold for these recipients (rules' [thresholds] tag; 0: off).")
+    tempfail: float | None = opt(None, "Tempfail threshold for these recipients (0: off).")
+    reject: float | None = opt(None, "Reject threshold for these recipients (0: off).")
+    greylist: bool = opt(True, "Greylist these recipients (false: GREYLISTED is only logged, as observed).")
+    mode: str | None = opt(
+        None,
+        "'enforce' or 'observe' for these recipients, whatever server.mode says.",
+        choices=("enforce", "observe"),
+    )
+    tag_header: str | None = opt(None, "Header added with value YES when tagged ('' : none).")
+    tag_subject_prefix: str | None = opt(None, "Subject prefix when tagged ('' : none).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +293,11 @@ class PolicyConfig:
     header_score: str = opt("X-Spamgate-Score", "Header with the total score; empty: not added.")
     tag_header: str = opt("X-Spam-Flag", "Header added with value YES when the action is tag.")
     tag_subject_prefix: str = opt("", "Prefix added to the Subject when the action is tag; empty: none.")
+    domains: list[DomainPolicyConfig] = opt(
+        [],
+        "Per recipient domain policies, [[policy.domains]] tables (keys below); one transaction "
+        "carries one policy's recipients (others get 452 4.5.3).",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,11 +324,13 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     relay: RelayConfig = field(default_factory=RelayConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     log: LogConfig = field(default_factory=LogConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # [checks.<name>] tables, built from each check's own options class.
     checks: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -262,9 +346,11 @@ CORE_SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "smtp": SmtpConfig,
     "relay": RelayConfig,
+    "tables": TablesConfig,
     "policy": PolicyConfig,
     "log": LogConfig,
     "dns": DnsConfig,
     "store": StoreConfig,
     "metrics": MetricsConfig,
+    "console": ConsoleConfig,
 }

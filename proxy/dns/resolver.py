@@ -14,8 +14,10 @@ Contract:
 - Answers are cached for their TTL clamped to ``[min_ttl, max_ttl]``; NXDOMAIN/NODATA for
   ``negative_ttl``; failures are not cached. The cache is an LRU of ``cache_size`` entries.
 - Identical queries in flight share one upstream query (one future).
-- :meth:`Resolver.lookup_blocking` is for synchronous libraries (pyspf, dkimpy) running in a worker
-  thread: it runs :meth:`lookup` on the resolver's loop. It must not be called on that loop.
+- :meth:`Resolver.lookup_blocking` runs :meth:`lookup` on the resolver's loop for a caller in
+  another thread (tests drive pyspf this way). spamgate's own checks no longer use it: SPF
+  re-runs pyspf against answers resolved asynchronously, DKIM and ARC verify against keys
+  fetched beforehand, so no thread ever waits for DNS. It must not be called on that loop.
 - Every upstream query and cache hit is counted in ``stats`` and reported to
   :func:`proxy.observability.metrics.dns_query`.
 

@@ -1,10 +1,11 @@
-"""The admin HTTP listener (``[metrics] listen``): ``/metrics``, ``/healthz``, ``/readyz``.
+"""The admin HTTP listener (``[metrics] listen``): ``/metrics``, ``/healthz``, ``/readyz``, ``/console``.
 
-A minimal HTTP/1.0 server on asyncio (GET only, one request per connection, ``Connection:
+A minimal HTTP/1.0 server on asyncio (GET, and POST for the console; one request per connection, ``Connection:
 close``); it never shares a port with SMTP and binds 127.0.0.1 by default.
 
 - ``/metrics``: Prometheus text format (prometheus_client ``generate_latest``); with several
   workers, the aggregate of all of them (multiprocess mode, see :mod:`.metrics`).
+- ``/console/...``: the operator console (:mod:`proxy.console`), behind its login.
 - ``/healthz``: 200 while the process runs its event loop.
 - ``/readyz``: 200 when the downstream answers a TCP connect with a 220 greeting (result cached
   ``readyz_cache`` seconds; a Maildir downstream is always ready) and every
@@ -23,6 +24,8 @@ from typing import Any
 import structlog
 
 from proxy.config.fields import parse_hostport
+from proxy.console.app import Console
+from proxy.console.http import HttpError, Response, read_request
 from proxy.observability import metrics
 from proxy.session.runtime import Runtime
 
@@ -56,6 +59,7 @@ class AdminServer:
         self.rt = runtime
         self.server: asyncio.Server | None = None
         self._ds_cache: tuple[str, float, bool] = ("", 0.0, False)
+        self.console = Console(runtime, self.readiness)
 
     async def start(self, listen: str) -> None:
         host, port = parse_hostport(listen, "metrics.listen")
@@ -125,22 +129,22 @@ class AdminServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readline(), 5)
-            while True:  # skip the headers
-                line = await asyncio.wait_for(reader.readline(), 5)
-                if line in (b"\r\n", b"\n", b""):
-                    break
-            parts = request.decode("latin-1").split()
-            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
-                status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
+            try:
+                req = await read_request(reader)
+            except HttpError as exc:
+                writer.write(Response(exc.status, f"{exc}\n".encode(), "text/plain").encode())
+                await writer.drain()
+                return
+            peer = writer.get_extra_info("peername")
+            req.remote = str(peer[0]) if peer else ""
+            if req.path == "/console" or req.path.startswith("/console/"):
+                resp = await self.console.handle(req)
+            elif req.method not in ("GET", "HEAD"):
+                resp = Response(405, b"method not allowed\n", "text/plain; charset=utf-8")
             else:
-                status, ctype, body = await self._route(parts[1].split("?", 1)[0])
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-            head = (
-                f"HTTP/1.0 {status} {reason.get(status, '')}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode()
-            writer.write(head if parts and parts[0] == "HEAD" else head + body)
+                status, ctype, body = await self._route(req.path)
+                resp = Response(status, body, ctype)
+            writer.write(resp.encode(head_only=req.method == "HEAD"))
             await writer.drain()
         except (OSError, TimeoutError, UnicodeError):
             pass

@@ -122,6 +122,11 @@ class _Metrics:
             buckets=_LAG_BUCKETS,
             registry=reg,
         )
+        self.history_dropped = Counter(
+            "spamgate_history_dropped",
+            "Transactions not written to the console's history because its queue was full.",
+            registry=reg,
+        )
         self.open_connections = Gauge(
             "spamgate_open_connections",
             "Client connections open now.",
@@ -176,6 +181,19 @@ def registry() -> Any:
     return _m.registry
 
 
+def read_samples(names: tuple[str, ...]) -> list[tuple[str, dict[str, str], float]]:
+    """(sample name, labels, value) of the series whose sample name starts with one of ``names``,
+    aggregated like /metrics. Reads files in multiprocess mode: call it in a thread."""
+    if _m is None:
+        return []
+    out = []
+    for family in registry().collect():
+        for s in family.samples:
+            if s.name.startswith(names):
+                out.append((s.name, dict(s.labels), float(s.value)))
+    return out
+
+
 def mark_process_dead(pid: int) -> None:
     """Called by the supervisor when a worker exits (multiprocess mode)."""
     if os.environ.get(MULTIPROC_ENV):
@@ -207,6 +225,12 @@ def xclient_refused(reason: str) -> None:
     """XCLIENT refused ('refused'), or required and not offered ('not_offered') or off ('disabled')."""
     if _m is not None:
         _m.xclient_refused.labels(reason).inc()
+
+
+def history_dropped() -> None:
+    """A transaction the console's history had no room for (its write queue was full)."""
+    if _m is not None:
+        _m.history_dropped.inc()
 
 
 def store_error(backend: str, operation: str) -> None:

@@ -23,30 +23,52 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from proxy.config.schema import RelayConfig
 from proxy.relay.smtp import SmtpDownstream, State
 
+
+class Pooled(Protocol):
+    """What the pool needs of a downstream session (SMTP or LMTP)."""
+
+    state: State
+    busy: bool
+    uses: int
+    reused: bool
+
+    @property
+    def idle(self) -> bool: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    async def rset(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 _closing: set[asyncio.Task[Any]] = set()
 
 
-def close_later(ds: SmtpDownstream) -> None:
+def close_later(ds: Pooled) -> None:
     task = asyncio.ensure_future(ds.close())
     _closing.add(task)
     task.add_done_callback(_closing.discard)
 
 
 class DownstreamPool:
-    def __init__(self, cfg: RelayConfig, helo_name: str) -> None:
+    def __init__(self, cfg: RelayConfig, helo_name: str, factory: Callable[[], Pooled] | None = None) -> None:
         self.cfg = cfg
         self.helo_name = helo_name
-        self.idle: list[tuple[float, SmtpDownstream]] = []
+        self.factory: Callable[[], Pooled] = factory or (lambda: SmtpDownstream(cfg, helo_name))
+        self.idle: list[tuple[float, Pooled]] = []
         self.opened = 0
         self.reused = 0
         self.closed = False  # the generation is gone (reload, shutdown): nothing is kept
 
-    def acquire(self) -> SmtpDownstream:
+    def acquire(self) -> Any:
         now = time.monotonic()
         self._expire(now)
         while self.idle:
@@ -57,13 +79,13 @@ class DownstreamPool:
                 return ds
             close_later(ds)
         self.opened += 1
-        return SmtpDownstream(self.cfg, self.helo_name)
+        return self.factory()
 
-    def _wanted(self, ds: SmtpDownstream) -> bool:
+    def _wanted(self, ds: Pooled) -> bool:
         cfg = self.cfg
         return not self.closed and ds.uses < cfg.pool_max_uses and len(self.idle) < cfg.pool_size
 
-    def release(self, ds: SmtpDownstream) -> None:
+    def release(self, ds: Pooled) -> None:
         """Give a downstream session back at the end of a client session."""
         if self._wanted(ds):
             if ds.idle:
@@ -76,7 +98,7 @@ class DownstreamPool:
                 return
         close_later(ds)
 
-    async def _reset_then_keep(self, ds: SmtpDownstream) -> None:
+    async def _reset_then_keep(self, ds: Pooled) -> None:
         """RSET a session left in a transaction; keep it only when the downstream said 250."""
         await ds.rset()
         if ds.idle and self._wanted(ds):

@@ -78,9 +78,10 @@ class _Lost(Exception):
 
 
 class SmtpDownstream:
-    def __init__(self, cfg: RelayConfig, helo_name: str) -> None:
+    def __init__(self, cfg: RelayConfig, helo_name: str, address: str = "") -> None:
         self.cfg = cfg
-        self.host, self.port = parse_hostport(cfg.downstream, "relay.downstream")
+        self.address = address or cfg.downstream
+        self.host, self.port = parse_hostport(self.address, "relay.downstream")
         self.helo_name = helo_name
         self.client: aiosmtplib.SMTP | None = None
         self.caps: frozenset[str] = frozenset()
@@ -208,7 +209,7 @@ class SmtpDownstream:
         if not cfg.xclient or "xclient" not in self.caps:
             if required:
                 why = "not_offered" if cfg.xclient else "disabled"
-                log.warning("xclient_unavailable", downstream=cfg.downstream, reason=why, client_ip=who.addr)
+                log.warning("xclient_unavailable", downstream=self.address, reason=why, client_ip=who.addr)
                 metrics.xclient_refused(why)
                 return DOWNSTREAM_XCLIENT
             return None
@@ -233,7 +234,7 @@ class SmtpDownstream:
             # (an open relay if spamgate is in its mynetworks). Never silent.
             reply = str(from_downstream(response.code, response.message))
             log.warning(
-                "xclient_refused", downstream=cfg.downstream, downstream_reply=reply, client_ip=who.addr
+                "xclient_refused", downstream=self.address, downstream_reply=reply, client_ip=who.addr
             )
             metrics.xclient_refused("refused")
             # The downstream keeps its previous XCLIENT identity (if any) after a refusal:

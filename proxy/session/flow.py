@@ -18,6 +18,7 @@ Promises kept here:
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 from proxy import replies as R
@@ -31,16 +32,12 @@ from proxy.checks.core_symbols import (
     TOO_MANY_RCPTS,
 )
 from proxy.model import Action, Connection, Hit, RcptResult, Reply, Stage, SymbolDef, Transaction, Verdict
-from proxy.relay.base import ClientIdentity, Downstream
+from proxy.policy.domains import DomainPolicy
+from proxy.relay.base import ClientIdentity
 from proxy.session.envelope import declared_size, mail_params_problem, rcpt_params_problem
+from proxy.session.outgoing import prepare_message
+from proxy.session.routing import SPLIT_REPLIES, SessionRelay
 from proxy.session.runtime import Generation
-from proxy.session.trace import (
-    add_subject_prefix,
-    header,
-    received_header,
-    strip_fields,
-    strip_own_auth_results,
-)
 from proxy.session.txlog import log_transaction, merge_rcpt_hits
 from proxy.smtp import data as wire_data
 from proxy.smtp.address import PathError, parse_path
@@ -68,9 +65,10 @@ class MailFlow:
         self.gen = gen
         self.conn = conn
         self.txn: Transaction | None = None
-        self.downstream: Downstream | None = None
+        self.relay = SessionRelay(gen.router)
         self.rcpt_hits: dict[str, list[Hit]] = {}
         self._too_many: Reply | None = None
+        self.txn_policy: DomainPolicy | None = None  # the policy of the accepted recipients
 
     # -- verdict helpers -------------------------------------------------------------------
 
@@ -94,16 +92,13 @@ class MailFlow:
 
     async def open_downstream(self) -> None:
         """``relay.connect_at = "connect"``: open the downstream session with the greeting."""
-        self.downstream = self.gen.new_downstream()
-        await self.downstream.open()
+        await self.relay.open()
 
     def release(self) -> None:
         """The client session is over: abort an open transaction, give the downstream back."""
         if self.txn is not None:
             self.finish(self.txn, None, "aborted")
-        if self.downstream is not None:
-            self.gen.release_downstream(self.downstream)
-            self.downstream = None
+        self.relay.release()
 
     def _identity(self) -> ClientIdentity:
         conn = self.conn
@@ -183,6 +178,7 @@ class MailFlow:
         self.txn = txn
         self.rcpt_hits = {}
         self._too_many = None
+        self.txn_policy = None
         size = declared_size(params)
         if size > cfg.limits.max_message_size:
             txn.hits.append(self._protocol_hit(SIZE_EXCEEDED, f"declared={size}"))
@@ -195,10 +191,8 @@ class MailFlow:
             self.finish(txn, reply, "mail")
             await wire.error(reply)
             return
-        if self.downstream is None:
-            self.downstream = gen.new_downstream()
         t0 = time.monotonic()
-        reply = await self.downstream.mail(txn.mail_from, params, self._identity())
+        reply = await self.relay.mail(txn, self._identity())
         txn.stage_ms["downstream_mail"] = (time.monotonic() - t0) * 1000
         if not reply.is_positive:
             if (
@@ -241,11 +235,20 @@ class MailFlow:
                 await wire.reply(reply)
             return
         result = RcptResult(path.address, path.params)
+        dpol = gen.domain_policies.for_rcpt(path.address)
+        if self.txn_policy is not None and dpol is not self.txn_policy:
+            # One policy per transaction: the DATA verdict and the tag must hold for every recipient.
+            result.reply = R.OTHER_POLICY.with_ref(txn.ref)
+            txn.rcpts.append(result)
+            await wire.reply(result.reply)
+            return
         hits: list[Hit] = []
         if gen.pipeline.has_stage(Stage.RCPT):
             base = conn.hits + txn.hits
             hits = await gen.pipeline.run(Stage.RCPT, self._ctx(Stage.RCPT, base, rcpt=path.address))
-        verdict = self._decide(conn.hits + txn.hits + hits, Stage.RCPT)
+            if not dpol.greylist:
+                hits = [replace(h, observe=True) if h.name == "GREYLISTED" else h for h in hits]
+        verdict = dpol.policy.decide(conn.hits + txn.hits + hits, Stage.RCPT)
         txn.rcpts.append(result)
         self.rcpt_hits[path.address] = hits
         if verdict.action >= Action.TEMPFAIL and verdict.reply is not None:
@@ -253,14 +256,16 @@ class MailFlow:
             result.refused_by = verdict.action.label
             await wire.error(result.reply)
             return
-        assert self.downstream is not None
-        reply = await self.downstream.rcpt(path.address, path.params)
-        if reply in R.OWN_DOWNSTREAM_FAILURES:
+        reply = await self.relay.rcpt(txn, path.address, path.params)
+        if reply in R.OWN_DOWNSTREAM_FAILURES or reply in SPLIT_REPLIES:
             reply = reply.with_ref(txn.ref)
         result.reply = reply
-        if reply.is_positive:
+        if reply in SPLIT_REPLIES:
+            await wire.reply(reply)  # not the client's error: it sends it again in a new transaction
+        elif reply.is_positive:
             result.accepted = True
             txn.accepted.append(path.address)
+            self.txn_policy = dpol
             await wire.reply(reply)
         else:
             await wire.error(reply)
@@ -328,8 +333,7 @@ class MailFlow:
         return message, None
 
     async def _rset_downstream(self) -> None:
-        if self.downstream is not None:
-            await self.downstream.rset()
+        await self.relay.rset()
 
     async def _reject_data(self, txn: Transaction, reply: Reply) -> None:
         self.finish(txn, reply, "data")
@@ -361,15 +365,16 @@ class MailFlow:
             txn.stage_ms["data_checks"] = (time.monotonic() - t0) * 1000
             txn.hits += data_hits
             hits += data_hits
-        verdict = self._decide(hits, Stage.DATA)
+        dpol = self.txn_policy or gen.domain_policies.default
+        verdict = dpol.policy.decide(hits, Stage.DATA)
         self._record(txn, verdict)
+        txn.notes["policy"] = dpol.name
         if verdict.action >= Action.TEMPFAIL and verdict.reply is not None:
             await self._reject_data(txn, verdict.reply.with_ref(txn.ref))
             return
-        message = self._prepare(txn, message, hits, verdict)
-        assert self.downstream is not None
+        message = prepare_message(self.conn, txn, self.gen, message, hits=hits, verdict=verdict, dpol=dpol)
         t0 = time.monotonic()
-        reply = await self.downstream.data(message)
+        reply = await self.relay.data(message)
         del message
         txn.stage_ms["downstream_data"] = (time.monotonic() - t0) * 1000
         if reply in R.OWN_DOWNSTREAM_FAILURES:
@@ -382,31 +387,6 @@ class MailFlow:
             await self.wire.reply(reply)
         else:
             await self.wire.error(reply)
-
-    def _prepare(self, txn: Transaction, message: bytes, hits: list[Hit], verdict: Verdict) -> bytes:
-        """Our headers on top; the client's copies of our own headers removed first."""
-        conn, gen = self.conn, self.gen
-        pol = gen.config.policy
-        message, _ = strip_own_auth_results(message, gen.authserv_id)
-        own = [n for n in (pol.header_symbols, pol.header_score, pol.tag_header) if n]
-        message = strip_fields(message, own, ("x-spamgate-",))
-        if verdict.action == Action.TAG and pol.tag_subject_prefix:
-            message = add_subject_prefix(message, pol.tag_subject_prefix)
-        extra = [received_header(conn, txn, gen.config.server.hostname)]
-        for name, value in txn.notes.get("add_headers", ()):
-            extra.append(header(name, value))
-        if pol.header_symbols:
-            symbols = " ".join(h.render() for h in hits) or "none"
-            action = verdict.action.label
-            if verdict.would_be != verdict.action:
-                action += f" (would be {verdict.would_be.label})"
-            extra.append(header(pol.header_symbols, f"{action}; score={verdict.score:g}; {symbols}"))
-        if pol.header_score:
-            extra.append(header(pol.header_score, f"{verdict.score:g}"))
-        if verdict.action == Action.TAG and pol.tag_header:
-            extra.append(header(pol.tag_header, "YES"))
-        extra.append(message)
-        return b"".join(extra)
 
     # -- RSET and the end of a transaction ------------------------------------------------
 

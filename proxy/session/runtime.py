@@ -7,31 +7,21 @@ with (they hold a reference to the :class:`Generation`).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import ssl
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from proxy.checks.base import Services
 from proxy.config.fields import ConfigError
 from proxy.config.schema import Config
 from proxy.model import Transaction
+from proxy.policy.domains import DomainPolicies
 from proxy.policy.engine import Policy
-from proxy.relay.base import Downstream
-from proxy.relay.maildir import MaildirDownstream
-from proxy.relay.pool import DownstreamPool
-from proxy.relay.smtp import SmtpDownstream
+from proxy.relay.router import Router
 from proxy.session.pipeline import Pipeline
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-_closing: set[asyncio.Task[Any]] = set()
-
-
-def close_later_any(ds: Downstream) -> None:
-    task = asyncio.ensure_future(ds.close())
-    _closing.add(task)
-    task.add_done_callback(_closing.discard)
 
 
 @dataclass(slots=True)
@@ -46,24 +36,15 @@ class Generation:
     trusted_proxies: list[Network]
     forbidden: frozenset[str]
     authserv_id: str
-    pool: DownstreamPool | None = None
+    domain_policies: DomainPolicies
+    _router: Router | None = None
 
-    def new_downstream(self) -> Downstream:
-        relay = self.config.relay
-        if relay.downstream:
-            if self.pool is None:
-                self.pool = DownstreamPool(relay, self.config.server.hostname)
-            ds = self.pool.acquire()
-            ds.uses += 1
-            return ds
-        return MaildirDownstream(relay.maildir)
-
-    def release_downstream(self, ds: Downstream) -> None:
-        """The client session is over: pool the downstream session or close it."""
-        if isinstance(ds, SmtpDownstream) and self.pool is not None:
-            self.pool.release(ds)
-        else:
-            close_later_any(ds)
+    @property
+    def router(self) -> Router:
+        """Routes and downstream pools, built at first use (on the worker's event loop)."""
+        if self._router is None:
+            self._router = Router(self.config.relay, self.config.server.hostname, self.services.resolver)
+        return self._router
 
 
 def build_tls_context(config: Config) -> ssl.SSLContext | None:

@@ -78,6 +78,11 @@ def log_transaction(
         fields["would_be"] = txn.would_be
     if observe:
         fields["mode"] = "observe"
+    if txn.notes.get("policy", "global") != "global":
+        fields["policy"] = txn.notes["policy"]
+    downstream = txn.notes.get("downstream")
+    if downstream:
+        fields["route"], fields["downstream"] = downstream
     log.info("transaction", **fields)
     return outcome
 

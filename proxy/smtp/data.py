@@ -70,7 +70,10 @@ class DataReader:
         buf += chunk
         idx = buf.find(END, self._start)
         if idx < 0:
-            if self.over_budget or len(buf) > self.limit + 2:
+            # Past the limit only when more than the virtual CRLF (2) and a terminator's
+            # unfinished ".\r" (2) are held: a message of exactly the limit whose end of data
+            # arrives in pieces is not an overflow.
+            if self.over_budget or len(buf) > self.limit + 4:
                 self._drop()
             self._start = max(0, len(buf) - 4)
             return False
@@ -131,9 +134,10 @@ def inspect(message: bytes, *, max_line: int, max_header: int) -> Findings:
         if m is not None:
             # The whole line's length, with its CRLF.
             end = message.find(b"\n", m.start())
-            long_line = (len(message) if end < 0 else end + 1) - m.start()
-            if end < 0 or message[end - 1 : end] != b"\r":
-                long_line += 1
+            if end < 0:  # the last line, unterminated: counted with the CRLF it lacks
+                long_line = len(message) - m.start() + 2
+            else:  # a bare LF is counted as the CRLF it stands for
+                long_line = end + 1 - m.start() + (message[end - 1 : end] != b"\r")
     header_size = 0
     if len(message) > max_header:
         m = _HEADER_BLOCK.match(message)  # stops at the first line that is not a header line

@@ -25,6 +25,9 @@ Operations (``now`` is Unix time in seconds, taken by the caller):
   'pass' (retried in time: accept) or 'known' (passed before: accept).
 - ``decay(name, accepted, rejected, half_life, ttl)``: two counters decaying with a half-life;
   adds and returns the current (accepted, rejected). With both zero it only reads.
+- ``scan(prefix, limit)``: the names (without ``store.prefix``) of at most ``limit`` live plain
+  keys starting with ``prefix`` (for the console's state page; not on the mail path).
+- ``window_clear(name, window)``: forget a sliding-window counter (the console's release).
 """
 
 from __future__ import annotations
@@ -132,6 +135,12 @@ class Store:
     ) -> tuple[float, float]:
         return await self._call("decay", self._decay(name, accepted, rejected, half_life, ttl, time.time()))
 
+    async def scan(self, prefix: str, limit: int = 200) -> list[str]:
+        return await self._call("scan", self._scan(prefix, limit, time.time()))
+
+    async def window_clear(self, name: str, window: float) -> None:
+        await self._call("window_clear", self._window_clear(name, window, time.time()))
+
     async def ping(self) -> bool:
         try:
             await self._call("ping", self._ping())
@@ -181,6 +190,12 @@ class Store:
         raise NotImplementedError
 
     async def _ping(self) -> None:
+        raise NotImplementedError
+
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[str]:
+        raise NotImplementedError
+
+    async def _window_clear(self, name: str, window: float, now: float) -> None:
         raise NotImplementedError
 
 

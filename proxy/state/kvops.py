@@ -32,6 +32,12 @@ def window_hit(kv: KV, key: str, window: float, cost: int, now: float) -> float:
     return cur + prev * weight
 
 
+def window_clear(kv: KV, key: str, window: float, now: float) -> None:
+    bucket, _ = window_buckets(window, now)
+    kv.delete(f"{key}:{bucket}")
+    kv.delete(f"{key}:{bucket - 1}")
+
+
 def incr(kv: KV, key: str, ttl: float, now: float) -> int:
     rec = kv.get(key, now)
     if rec is None:

@@ -56,6 +56,15 @@ class MemoryStore(Store):
     def _k(self, name: str) -> str:
         return self.prefix + name
 
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[str]:
+        full = self._k(prefix)
+        n = len(self.prefix)
+        out = [k[n:] for k, (_, exp) in self.kv.data.items() if k.startswith(full) and exp > now]
+        return out[:limit]
+
+    async def _window_clear(self, name: str, window: float, now: float) -> None:
+        kvops.window_clear(self.kv, self._k(name), window, now)
+
     async def _window_hit(self, name: str, window: float, cost: int, now: float) -> float:
         return kvops.window_hit(self.kv, self._k(name), window, cost, now)
 

@@ -252,6 +252,20 @@ class RedisStore(Store):
     async def _ping(self) -> None:
         await self.client.ping()
 
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[str]:
+        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self._k(prefix)) + "*"
+        n = len(self.prefix)
+        out: list[str] = []
+        async for key in self.client.scan_iter(match=pattern, count=500):
+            out.append((key.decode() if isinstance(key, bytes) else str(key))[n:])
+            if len(out) >= limit:
+                break
+        return out
+
+    async def _window_clear(self, name: str, window: float, now: float) -> None:
+        keys, _ = self.window_keys(name, window, now)
+        await self.client.delete(*keys)
+
     async def close(self) -> None:
         for c in [self.client, *getattr(self.client, "_spamgate_sentinels", [])]:
             try:

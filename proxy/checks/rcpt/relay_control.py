@@ -1,7 +1,8 @@
 """Relay control (RCPT stage): only our local domains, or clients in relay_networks.
 
 Never an open relay: this check cannot be disabled or put in observe mode, and its symbol
-is always enforced. A recipient outside ``relay.local_domains`` (subdomains do not count:
+is always enforced. A recipient outside ``relay.local_domains`` and the files of
+``tables.local_domains_files`` (subdomains do not count:
 list them) from a client outside ``relay.relay_networks`` gets 554 5.7.1 and never reaches
 the downstream.
 
@@ -60,19 +61,22 @@ class RelayControl(Check):
         relay = self.services.config.relay
         self.domains = frozenset(d.lower().rstrip(".") for d in relay.local_domains)
         self.networks = [ipaddress.ip_network(n, strict=False) for n in relay.relay_networks]
+        self.tables = self.services.extras.get("tables")  # proxy.state.tables.Tables: local domain files
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         rcpt = ctx.rcpt
         local, _, domain = rcpt.rpartition("@")
         utf8 = bool(ctx.txn and ctx.txn.smtputf8)
+        if rcpt.lower() == "postmaster":
+            return []  # RFC 5321 4.5.1: <postmaster> without a domain must be accepted
         if not is_valid_mailbox(rcpt, utf8=utf8):
-            # postmaster without a domain is accepted by RFC 5321 4.5.1; we need a domain to route it.
             return [RCPT_INVALID.hit(rcpt[:200])]
         ip = ctx.conn.ip
         if any(ip in n for n in self.networks):
             return []
         if any(c in local for c in ROUTING_CHARACTERS):
             return [RCPT_INVALID.hit(rcpt[:200])]
-        if domain.lower().rstrip(".") in self.domains:
+        domain = domain.lower().rstrip(".")
+        if domain in self.domains or (self.tables is not None and domain in self.tables.domains):
             return []
-        return [RCPT_RELAY_DENIED.hit(domain.lower()[:200])]
+        return [RCPT_RELAY_DENIED.hit(domain[:200])]
