@@ -26,7 +26,8 @@ ALLOWED: dict[str, set[str]] = {
     "state": BASE,
     "relay": BASE,
     "auth": BASE | {"dns"},
-    "checks": BASE | {"dns", "state", "auth", "smtp"},
+    "content": BASE,  # MIME, links, attachments: pure functions over the message bytes
+    "checks": BASE | {"dns", "state", "auth", "smtp", "content"},
     "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
 }
