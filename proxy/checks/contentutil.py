@@ -15,11 +15,14 @@ reports it) rather than a queue.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 from typing import Any
 
 import structlog
 
 from proxy.auth import pools
+from proxy.auth.dmarc import org_domain
 from proxy.auth.memo import once
 from proxy.checks.base import CheckContext, Services
 from proxy.content.analyse import Bounds, Content, analyse
@@ -51,6 +54,16 @@ def pool(services: Services) -> pools.FamilyPool:
         opts = services.config.checks["mime"]
         found = family[FAMILY] = pools.FamilyPool(FAMILY, opts.threads, opts.thread_wait)
     return found
+
+
+@functools.lru_cache(maxsize=8192)
+def registrable(host: str) -> str:
+    """The registrable domain of a host name (Public Suffix List), ``""`` for a public suffix,
+    an IP address as is; cached: links repeat the same few hosts."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return org_domain(host) or ""
 
 
 async def content(ctx: CheckContext, services: Services) -> Content:

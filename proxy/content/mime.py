@@ -77,8 +77,8 @@ def split_header(entity: bytes) -> tuple[bytes, bytes]:
     if entity.startswith((b"\r\n", b"\n")):
         return b"", entity[2:] if entity.startswith(b"\r\n") else entity[1:]
     end = entity.find(b"\r\n\r\n")
-    lf = entity.find(b"\n\n")
-    if end < 0 or (0 <= lf < end):
+    lf = entity.find(b"\n\n", 0, end if end >= 0 else len(entity))
+    if end < 0 or lf >= 0:
         return (entity, b"") if lf < 0 else (entity[: lf + 1], entity[lf + 2 :])
     return entity[: end + 2], entity[end + 4 :]
 

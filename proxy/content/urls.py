@@ -15,6 +15,7 @@ and brackets removed, percent escapes decoded, IDN names to punycode, numeric IP
 
 from __future__ import annotations
 
+import functools
 import html
 import ipaddress
 import re
@@ -24,16 +25,26 @@ from urllib.parse import unquote
 
 __all__ = ["Link", "from_html", "from_text", "host_of"]
 
-_DEFANG = re.compile(r"(?i)h(?:xx|\*\*)p(s?)(?=:|\[:\])|\[\.\]|\(\.\)|\{\.\}|\[dot\]|\(dot\)|\[:\]")
-_DEFANG_MAP = {"[.]": ".", "(.)": ".", "{.}": ".", "[dot]": ".", "(dot)": ".", "[:]": ":"}
-_URL = re.compile(r"(?i)\b(?:(?:https?|ftp):(?://|\\\\)|www\.)[^\s<>\"'`]{1,2000}")
-_BARE = re.compile(
-    r"(?i)(?<![\w.@/-])((?:[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?\.)+[a-z]{2,24})(?=[/:\s,;)>\]\"']|$)"
+# Matching runs on lower-cased text (a case-sensitive pattern is much faster in ``re``).
+_DEFANG = re.compile(r"h(?:xx|\*\*)p(s?)(?=:|\[:\])|[\[({](?:\.|dot|:)[\])}]")
+_DEFANG_HINTS = ("hxxp", "h**p", "[.]", "(.)", "{.}", "[dot]", "(dot)", "[:]")
+# Each pattern starts with a literal so ``re`` skips straight to candidates (an alternation of
+# the two would try every position): scheme URLs at their ``:``, then ``www.`` names.
+_SCHEME_URL = re.compile(
+    r""":(?:(?<=https:)|(?<=http:)|(?<=ftp:))[/\\]{2}([^\s/\\?#<>"'`]{1,300})[^\s<>"'`]{0,2000}"""
 )
-_ATTR = re.compile(r"""(?is)<(a|area|img|link|form|iframe|frame|script|base)\b([^>]{0,4000})>""")
-_VALUE = re.compile(r"""(?is)\b(href|src|action)\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
-_ANCHOR = re.compile(r"(?is)<a\b([^>]{0,4000})>(.{0,2000}?)</a\s*>")
-_TAG = re.compile(r"(?s)<[^>]*>")
+_WWW_URL = re.compile(r"""www\.(?<![\w.@/-]www\.)([^\s/\\?#<>"'`]{1,300})[^\s<>"'`]{0,2000}""")
+_URL = re.compile(r"(?:https?:[/\\]{2}|ftp:[/\\]{2}|(?=www\.))([^\s/\\?#<>\"'`]{1,300})[^\s<>\"'`]{0,2000}")
+_TLD_DOT = re.compile(r"\.[a-z]{2,24}(?![\w.-]*[\w-])")
+_BARE = re.compile(r"(?<![\w.@/\\:-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24})\.?\Z")
+_FAST = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+")
+# The first href/src/action of each tag that may carry a link (one pattern, led by "<").
+_ATTR = re.compile(
+    r"""<(a|area|img|link|form|iframe|frame|base)\s[^>]{0,4000}?\b(href|src|action)\s*=\s*"""
+    r"""(?:"([^"]*)"|'([^']*)'|([^\s>]+))"""
+)
+_FORM = re.compile(r"<form\b")
+_TAG = re.compile(r"<[^>]*>")
 _HOST_OK = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*$")
 _NUMERIC = re.compile(r"^(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}$")
 _TRAIL = ".,;:!?)]}'\""
@@ -100,24 +111,18 @@ class Link:
 
 
 def defang(text: str) -> str:
-    """Undo the usual obfuscations (``hxxp``, ``[.]``...)."""
-    if not _DEFANG.search(text):
+    """Undo the usual obfuscations (``hxxp``, ``[.]``...) in lower-cased text."""
+    if not any(h in text for h in _DEFANG_HINTS):
         return text
     return _DEFANG.sub(
-        lambda m: f"http{m.group(1)}" if m.group(0)[0] in "hH" else _DEFANG_MAP[m.group(0).lower()], text
+        lambda m: f"http{m.group(1)}" if m.group(0)[0] == "h" else m.group(0)[1:-1].replace("dot", "."), text
     )
 
 
-def host_of(url: str) -> tuple[str, bool] | None:
-    """(host, is_ip) of a URL or bare name; None when there is no usable host."""
-    rest = url.strip().replace("\\", "/")
-    scheme_end = rest.find("://")
-    if 0 < scheme_end <= 6:
-        rest = rest[scheme_end + 3 :]
-    elif rest[:4].lower() != "www." and ":" in rest.split("/", 1)[0] and not rest[:1].isdigit():
-        return None  # mailto:, javascript:, cid: ...
-    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
-    host = authority.rsplit("@", 1)[-1]
+@functools.lru_cache(maxsize=8192)
+def _host(authority: str) -> tuple[str, bool] | None:
+    """(host, is_ip) of a URL's authority part (``user@host:port``); None when unusable."""
+    host = authority.rstrip(_TRAIL).rsplit("@", 1)[-1]
     if host.startswith("["):
         host = host[1 : host.find("]")] if "]" in host else ""
         try:
@@ -132,76 +137,83 @@ def host_of(url: str) -> tuple[str, bool] | None:
             return socket.inet_ntoa(socket.inet_aton(host)), True
         except OSError:
             return None
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
+    if _FAST.fullmatch(host) is None:
+        if not host.isascii():
+            try:
+                host = host.encode("idna").decode("ascii")
+            except UnicodeError:
+                return None
+        if not _HOST_OK.match(host):
             return None
-    if "." not in host or len(host) > 253 or not _HOST_OK.match(host):
+    if "." not in host or len(host) > 253:
         return None
     return host, False
 
 
-def _clean(match: str) -> str:
-    url = match.rstrip(_TRAIL)
-    if url.count("(") < url.count(")"):
-        url = url[: url.rfind(")")]
-    return url
+def host_of(url: str) -> tuple[str, bool] | None:
+    """(host, is_ip) of a URL or bare name; None when there is no usable host."""
+    rest = url.strip().replace("\\", "/")
+    scheme_end = rest.find("://")
+    if 0 < scheme_end <= 6:
+        rest = rest[scheme_end + 3 :]
+    elif rest[:4].lower() != "www." and ":" in rest.split("/", 1)[0] and not rest[:1].isdigit():
+        return None  # mailto:, javascript:, cid: ...
+    return _host(re.split(r"[/?#]", rest, maxsplit=1)[0])
 
 
 def from_text(text: str, source: str = "text") -> list[Link]:
-    """Links and bare names in plain text, in order of appearance (duplicates kept)."""
-    text = defang(text)
-    out: list[Link] = []
-    spans: list[tuple[int, int]] = []
-    for m in _URL.finditer(text):
-        url = _clean(m.group(0))
-        found = host_of(url)
-        spans.append((m.start(), m.start() + len(url)))
-        if found:
-            out.append(Link(found[0], url, source, found[1]))
-    for m in _BARE.finditer(text):
-        if any(a <= m.start() < b for a, b in spans):
+    """The distinct hosts of the links and bare names in plain text, in order of appearance
+    (scheme URLs, then ``www.`` names, then bare names). ``Link.url`` is the host part."""
+    low = defang(text.lower())
+    authorities = _SCHEME_URL.findall(low)
+    authorities += ["www." + a for a in _WWW_URL.findall(low)]
+    found: dict[str, Link] = {}
+    for authority in dict.fromkeys(authorities):
+        host = _host(authority)
+        if host is not None and host[0] not in found:
+            found[host[0]] = Link(host[0], authority, source, host[1])
+    rest = _WWW_URL.sub(" ", _SCHEME_URL.sub(" ", low)) if authorities else low
+    for m in _TLD_DOT.finditer(rest):
+        if m.group(0)[1:] in _FILE_TLDS:
             continue
-        name = m.group(1).lower()
-        if name.rsplit(".", 1)[1] in _FILE_TLDS:
+        bare = _BARE.search(rest, max(0, m.start() - 254), m.end())
+        if bare is None:
             continue
-        found = host_of(name)
-        if found:
-            out.append(Link(found[0], name, source))
-    return out
-
-
-def _attr_value(m: re.Match[str]) -> str:
-    return html.unescape(m.group(2) if m.group(2) is not None else m.group(3) or m.group(4) or "")
+        host = _host(bare.group(1))
+        if host is not None and host[0] not in found:
+            found[host[0]] = Link(host[0], bare.group(1), source, host[1])
+    return list(found.values())
 
 
 def from_html(doc: str) -> tuple[list[Link], list[str]]:
     """(links, form actions) of an HTML part. Each ``<a href>`` link carries ``text_host`` when
-    its visible text shows a host name of its own."""
+    its visible text shows a host name of its own. URLs come back lower-cased."""
+    low = doc.lower()
     links: list[Link] = []
     forms: list[str] = []
-    shown: dict[str, str] = {}
-    for m in _ANCHOR.finditer(doc):
-        target = next((v for v in _VALUE.finditer(m.group(1)) if v.group(1).lower() == "href"), None)
-        if target is None:
-            continue
-        visible = html.unescape(_TAG.sub(" ", m.group(2))).strip()
-        hosts = from_text(visible) if "." in visible else []
-        if hosts:
-            shown[_attr_value(target).strip()] = hosts[0].host
-    for m in _ATTR.finditer(doc):
-        tag = m.group(1).lower()
-        values = list(_VALUE.finditer(m.group(2)))
+    for m in _ATTR.finditer(low):
+        tag, attr = m.group(1), m.group(2)
+        raw = m.group(3) if m.group(3) is not None else m.group(4) or m.group(5) or ""
         if tag == "form":
-            action = next((_attr_value(v) for v in values if v.group(1).lower() == "action"), "")
-            forms.append(action.strip())
-        for v in values:
-            url = _attr_value(v).strip()
+            forms.append(raw)
+        fast = _URL.match(raw)
+        if fast is not None and "&" not in fast.group(1):
+            url, found = raw, _host(fast.group(1))
+        else:
+            url = (html.unescape(raw) if "&" in raw else raw).strip()
             found = host_of(defang(url))
-            if found:
-                text_host = shown.get(url, "") if tag == "a" else ""
-                links.append(Link(found[0], url, v.group(1).lower(), found[1], text_host))
-    text = html.unescape(_TAG.sub(" ", doc)) if "<" in doc else doc
-    links += from_text(text)
+        if found is None:
+            continue
+        text_host = ""
+        if tag == "a" and attr == "href":
+            open_end = low.find(">", m.end())
+            close = low.find("</a", open_end, open_end + 2000) if open_end > 0 else -1
+            visible = low[open_end + 1 : close] if close > 0 else ""
+            if "." in visible:
+                shown = from_text(html.unescape(_TAG.sub(" ", visible)))
+                text_host = shown[0].host if shown else ""
+        links.append(Link(found[0], url, attr, found[1], text_host))
+    forms += [""] * (len(_FORM.findall(low)) - len(forms))  # forms without an action
+    text = _TAG.sub(" ", low) if "<" in low else low
+    links += from_text(html.unescape(text) if "&" in text else text)
     return links, forms

@@ -11,12 +11,10 @@ Each is a weight, none rejects on its own: newsletters trip the first now and th
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-from proxy.auth.dmarc import org_domain
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
-from proxy.checks.contentutil import content
+from proxy.checks.contentutil import content, registrable
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import opt
 
@@ -49,13 +47,6 @@ class PhishingOptions(BaseOptions):
     )
 
 
-def _domain(host: str) -> str:
-    try:
-        return str(ipaddress.ip_address(host))
-    except ValueError:
-        return org_domain(host) or host
-
-
 class Phishing(Check):
     name = "phishing"
     stage = Stage.DATA
@@ -76,7 +67,8 @@ class Phishing(Check):
             if link.is_ip:
                 ips[link.host] = None
             if link.text_host:
-                shown, target = _domain(link.text_host), _domain(link.host)
+                shown = registrable(link.text_host) or link.text_host
+                target = registrable(link.host) or link.host
                 if shown != target and target not in self.redirectors:
                     mismatch[f"{shown}->{target}"] = None
         out: list[Symbol] = []

@@ -28,9 +28,8 @@ from dataclasses import dataclass
 
 import structlog
 
-from proxy.auth.dmarc import org_domain
 from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
-from proxy.checks.contentutil import content
+from proxy.checks.contentutil import content, registrable
 from proxy.checks.dnsutil import on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import ConfigError, opt
@@ -86,7 +85,7 @@ def targets(links: list[Link], ignore: frozenset[str], check_ips: bool) -> list[
             if check_ips and ip.version == 4 and ip.is_global and link.host not in out:
                 out[link.host] = reversed_ip(ip)
             continue
-        domain = org_domain(link.host)
+        domain = registrable(link.host)
         if domain and domain not in out and domain not in ignore:
             out[domain] = domain
     return list(out.items())
