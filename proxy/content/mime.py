@@ -120,14 +120,14 @@ def params(value: str) -> tuple[str, dict[str, str]]:
         else:
             out.setdefault(key, raw)
     for base, segs in pieces.items():
-        text = ""
         charset = "utf-8"
+        joined = ""
         for i in sorted(segs):
             raw, encoded = segs[i]
             if encoded and i == 0 and raw.count("'") >= 2:
-                charset, _, raw = raw.split("'", 2)[0], "", raw.split("'", 2)[2]
-            text += _pct(raw, charset or "utf-8") if encoded else raw
-        out[base] = text
+                charset, _, raw = raw.partition("'")[0], "", raw.split("'", 2)[2]
+            joined += raw if encoded else raw.replace("%", "%25")
+        out[base] = _pct(joined, charset or "utf-8")
     return main.strip().lower(), out
 
 
