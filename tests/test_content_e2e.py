@@ -107,7 +107,8 @@ def test_clean_and_caught(gate: Spamgate, sink: Sink, dns_server: DnsTestServer)
     listed domain and a listed address scores the list's weight once, plus the phishing hints:
     tagged, still delivered (no URI list rejects on its own)."""
     clean = send(gate, mail("Minutes: https://www.good.example/notes and docs.good.example/x"), "127.0.3.1")
-    assert clean["ok"] and content_symbols(clean) == {}
+    assert clean["ok"]
+    assert content_symbols(clean) == {}
     assert dns_server.count("good.example.uribl.test") == 1  # one registrable domain, one query
     html = (
         '<p><a href="http://www.Evil.Example/login">https://www.bank.example/</a>'
@@ -129,7 +130,8 @@ def test_dangerous_attachments_rejected_by_default(gate: Spamgate, sink: Sink) -
     zip inside a zip; an encrypted zip and a wrongly declared type only score."""
     named = send(gate, with_attachment("invoice.pdf.exe", PE), "127.0.3.3")
     assert named["code"] == 554
-    assert named["reply"].startswith("5.7.1 [ref ") and "attachment type not allowed" in named["reply"]
+    assert named["reply"].startswith("5.7.1 [ref ")
+    assert "attachment type not allowed" in named["reply"]
     assert {"ATTACH_BAD_EXTENSION", "ATTACH_DOUBLE_EXT", "ATTACH_EXECUTABLE"} <= named["symbols"].keys()
     disguised = send(gate, with_attachment("scan.pdf", PE, "application/pdf"), "127.0.3.4")
     assert disguised["code"] == 554
@@ -146,8 +148,8 @@ def test_dangerous_attachments_rejected_by_default(gate: Spamgate, sink: Sink) -
 
 
 def test_mime_bombs_answered_quickly(gate: Spamgate, sink: Sink) -> None:
-    """20 000 parts (analysed in the content thread pool: over thread_above) and 2000 levels of
-    nesting are answered within a second, with their symbols."""
+    """20 000 parts and 2000 levels of nesting (both analysed in the content thread pool: over
+    thread_above) are answered within a second and a half, with their symbols."""
     parts = "".join("--b1\r\nContent-Type: text/plain\r\n\r\nx\r\n" for _ in range(20_000)) + "--b1--\r\n"
     wide = send(gate, mail(parts, 'multipart/mixed; boundary="b1"', subject="wide"), "127.0.3.7")
     inner = "Content-Type: text/plain\r\n\r\ndeep"
@@ -160,10 +162,12 @@ def test_mime_bombs_answered_quickly(gate: Spamgate, sink: Sink) -> None:
     deep = send(gate, deep_msg, "127.0.3.8")
     assert wide["symbols"]["MIME_TOO_MANY_PARTS"] == (6.0, ">1000")
     assert deep["symbols"]["MIME_TOO_DEEP"] == (6.0, ">16")
-    assert wide["took"] < 1.5 and deep["took"] < 1.5, (wide["took"], deep["took"])
-    assert wide["ok"] and deep["ok"]
-    (threaded,) = gate.wait_log("content_analysed")  # only the big one left the event loop
-    assert threaded["size"] > 800_000 and threaded["parts"] == 1000
+    assert wide["took"] < 1.5, wide["took"]
+    assert deep["took"] < 1.5, deep["took"]
+    assert wide["ok"]
+    assert deep["ok"]
+    threaded = gate.wait_log("content_analysed", count=2)  # both over thread_above (128K)
+    assert sorted(t["parts"] for t in threaded) == [17, 1000]
 
 
 def test_uribl_listing_rejected_under_site_rule(
@@ -175,11 +179,14 @@ def test_uribl_listing_rejected_under_site_rule(
         sink,
         dns_server,
         {"checks": URIBL},
-        site_rules='[symbols.URIBL_LISTED]\naction = "reject"\nreply = "554 5.7.1 Message links to a listed site"\n',
+        site_rules=(
+            '[symbols.URIBL_LISTED]\naction = "reject"\nreply = "554 5.7.1 Message links to a listed site"\n'
+        ),
     )
     listed = send(sg, mail("Cheap: hxxp://evil[.]example/buy"), "127.0.3.9")
     assert listed["code"] == 554
-    assert listed["reply"].startswith("5.7.1 [ref ") and "listed site" in listed["reply"]
+    assert listed["reply"].startswith("5.7.1 [ref ")
+    assert "listed site" in listed["reply"]
     assert send(sg, mail("See https://fine.example/"), "127.0.3.10")["ok"]
     assert len(sink.messages) == 1
 
@@ -201,7 +208,8 @@ def test_uribl_timeout_is_temperror(
     if want is None:
         assert r["ok"]
     else:
-        assert r["code"] == want and "DNS_TEMPFAIL" in r["symbols"]
+        assert r["code"] == want
+        assert "DNS_TEMPFAIL" in r["symbols"]
     assert dns_server.count("evil.example.uribl.test") >= 1
 
 
@@ -216,7 +224,8 @@ def test_broken_uri_list_disabled_and_observe_mode(
     checks = {"uribl": {"zones": ["uribl.test*3", "all.test*9"]}, "attachments": {"mode": "observe"}}
     sg = start_gate(spamgate_factory, sink, dns_server, {"checks": checks})
     disabled = sg.wait_log("dns_list_disabled")
-    assert disabled[0]["zone"] == "all.test" and "invalid is listed" in disabled[0]["reason"]
+    assert disabled[0]["zone"] == "all.test"
+    assert "invalid is listed" in disabled[0]["reason"]
     r = send(sg, with_attachment("tool.exe", PE, text="get it at http://evil.example/"), "127.0.3.12")
     assert r["ok"]
     assert r["symbols"]["URIBL_LISTED"] == (3.0, "uribl.test:evil.example")

@@ -128,7 +128,8 @@ def test_declared_type_contradictions(kind: str, ctype: str, name: str, want: st
 
 def multipart(parts: list[str], boundary: str = "b1", close: bool = True) -> bytes:
     body = "".join(f"--{boundary}\r\n{p}\r\n" for p in parts) + (f"--{boundary}--\r\n" if close else "")
-    head = f'From: a@sender.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="{boundary}"\r\n'
+    head = "From: a@sender.test\r\nMIME-Version: 1.0\r\n"
+    head += f'Content-Type: multipart/mixed; boundary="{boundary}"\r\n'
     return (head + "\r\n" + body).encode()
 
 
@@ -254,14 +255,16 @@ def test_zip_members_nested_and_sniffed() -> None:
     assert by_path["outer.zip/docs/inner.zip/invoice.pdf"] == "pe"
     assert by_path["outer.zip/docs/inner.zip/readme.txt"] == ""
     assert "outer.zip/a.csv" in by_path
-    assert found.problems == [] and not found.encrypted
+    assert found.problems == []
+    assert not found.encrypted
 
 
 def test_encrypted_zip_entry() -> None:
     found = listing(encrypt_flag(zip_of({"secret.exe": PE})), "locked.zip")
     assert found.encrypted
     assert [m.name for m in found.members] == ["secret.exe"]
-    assert found.members[0].encrypted and found.members[0].kind == ""  # never decrypted
+    assert found.members[0].encrypted
+    assert found.members[0].kind == ""
 
 
 def test_tar_gzip_and_gz() -> None:
@@ -279,7 +282,8 @@ def test_archive_bounds() -> None:
         level = zip_of({f"l{i}.zip": level})
     assert any(p.endswith(":depth") for p in listing(level, "deep.zip", depth=3).problems)
     many = listing(zip_of({f"f{i}.txt": b"x" for i in range(50)}), "many.zip", max_members=10)
-    assert len(many.members) == 10 and "many.zip:members>10" in many.problems
+    assert len(many.members) == 10
+    assert "many.zip:members>10" in many.problems
     bomb = gzip.compress(bytes(50 * 1024 * 1024))  # 50 MiB of zeros in ~50 KB
     t0 = time.monotonic()
     found = listing(bomb, "bomb.gz", bytes=1024 * 1024)
