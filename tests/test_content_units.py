@@ -52,27 +52,34 @@ def test_links_in_text(label: str, text: str, want: set[str]) -> None:
 
 HTML_CASES = [
     (
-        "href with entities",
+        "href with character references",
         '<a href="&#104;ttp://ok.example/a?x=1&amp;y=2">here</a>',
-        {("ok.example", "href", "")},
+        {("ok.example", "html", "")},
         0,
     ),
     (
         "visible text shows another domain",
         '<A HREF="http://evil.test/login">https://www.paypal.com/</A>',
-        {("evil.test", "href", "www.paypal.com"), ("www.paypal.com", "text", "")},
+        {("evil.test", "html", ""), ("www.paypal.com", "html", ""), ("evil.test", "href", "www.paypal.com")},
         0,
     ),
-    ("img src", "<img src='http://img.example/p.gif'>", {("img.example", "src", "")}, 0),
+    (
+        "visible text inside markup",
+        '<a href="http://evil.test/"><b>Login at</b> <i>bank&#46;example</i></a>',
+        {("evil.test", "html", ""), ("bank.example", "html", ""), ("evil.test", "href", "bank.example")},
+        0,
+    ),
+    ("img src", "<img src='http://img.example/p.gif'>", {("img.example", "html", "")}, 0),
     (
         "form action",
         '<form method="post" action="https://steal.test/x"><input name=p></form>',
-        {("steal.test", "action", "")},
+        {("steal.test", "html", "")},
         1,
     ),
     ("form without action", "<form><input></form>", set(), 1),
-    ("text link in html", "<p>Visit www.site.example today</p>", {("www.site.example", "text", "")}, 0),
+    ("text link in html", "<p>Visit www.site.example today</p>", {("www.site.example", "html", "")}, 0),
     ("relative and cid links", '<a href="/x">a</a><img src="cid:part1">', set(), 0),
+    ("stylesheet names are not hosts", '<link href="style.css"><script src="app.min.js">', set(), 0),
 ]
 
 

@@ -27,7 +27,7 @@ __all__ = ["Link", "from_html", "from_text", "host_of"]
 
 # Matching runs on lower-cased text (a case-sensitive pattern is much faster in ``re``).
 _DEFANG = re.compile(r"h(?:xx|\*\*)p(s?)(?=:|\[:\])|[\[({](?:\.|dot|:)[\])}]")
-_DEFANG_HINTS = ("hxxp", "h**p", "[.]", "(.)", "{.}", "[dot]", "(dot)", "[:]")
+_DEFANG_BRACKETS = re.compile(r"[\[({](?:\.|dot|:)[\])}]")
 # Each pattern starts with a literal so ``re`` skips straight to candidates (an alternation of
 # the two would try every position): scheme URLs at their ``:``, then ``www.`` names.
 _SCHEME_URL = re.compile(
@@ -38,12 +38,13 @@ _URL = re.compile(r"(?:https?:[/\\]{2}|ftp:[/\\]{2}|(?=www\.))([^\s/\\?#<>\"'`]{
 _TLD_DOT = re.compile(r"\.[a-z]{2,24}(?![\w.-]*[\w-])")
 _BARE = re.compile(r"(?<![\w.@/\\:-])((?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24})\.?\Z")
 _FAST = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})+")
-# The first href/src/action of each tag that may carry a link (one pattern, led by "<").
-_ATTR = re.compile(
-    r"""<(a|area|img|link|form|iframe|frame|base)\s[^>]{0,4000}?\b(href|src|action)\s*=\s*"""
-    r"""(?:"([^"]*)"|'([^']*)'|([^\s>]+))"""
+# An <a> element: its href and up to 2000 characters of content (the visible text).
+_ANCHOR = re.compile(
+    r"""<a\s[^>]{0,4000}?\bhref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]*))[^>]{0,4000}>(.{0,2000}?)</a\b""",
+    re.S,
 )
-_FORM = re.compile(r"<form\b")
+_FORM = re.compile(r"<form\b([^>]{0,4000})>")
+_ACTION = re.compile(r"""\baction\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""")
 _TAG = re.compile(r"<[^>]*>")
 _HOST_OK = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,62})(?:\.[a-z0-9_](?:[a-z0-9_-]{0,62}))*$")
 _NUMERIC = re.compile(r"^(?:0x[0-9a-f]+|[0-9]+)(?:\.(?:0x[0-9a-f]+|[0-9]+)){0,3}$")
@@ -112,7 +113,7 @@ class Link:
 
 def defang(text: str) -> str:
     """Undo the usual obfuscations (``hxxp``, ``[.]``...) in lower-cased text."""
-    if not any(h in text for h in _DEFANG_HINTS):
+    if "xxp" not in text and "**p" not in text and _DEFANG_BRACKETS.search(text) is None:
         return text
     return _DEFANG.sub(
         lambda m: f"http{m.group(1)}" if m.group(0)[0] == "h" else m.group(0)[1:-1].replace("dot", "."), text
@@ -165,14 +166,18 @@ def from_text(text: str, source: str = "text") -> list[Link]:
     """The distinct hosts of the links and bare names in plain text, in order of appearance
     (scheme URLs, then ``www.`` names, then bare names). ``Link.url`` is the host part."""
     low = defang(text.lower())
-    authorities = _SCHEME_URL.findall(low)
-    authorities += ["www." + a for a in _WWW_URL.findall(low)]
+    pieces = _SCHEME_URL.split(low)  # text, authority, text, authority, ... in one pass
+    authorities = pieces[1::2]
+    rest = " ".join(pieces[0::2]) if authorities else low
+    if "www." in rest:
+        pieces = _WWW_URL.split(rest)
+        authorities += ["www." + a for a in pieces[1::2]]
+        rest = " ".join(pieces[0::2])
     found: dict[str, Link] = {}
     for authority in dict.fromkeys(authorities):
         host = _host(authority)
         if host is not None and host[0] not in found:
             found[host[0]] = Link(host[0], authority, source, host[1])
-    rest = _WWW_URL.sub(" ", _SCHEME_URL.sub(" ", low)) if authorities else low
     for m in _TLD_DOT.finditer(rest):
         if m.group(0)[1:] in _FILE_TLDS:
             continue
@@ -186,34 +191,30 @@ def from_text(text: str, source: str = "text") -> list[Link]:
 
 
 def from_html(doc: str) -> tuple[list[Link], list[str]]:
-    """(links, form actions) of an HTML part. Each ``<a href>`` link carries ``text_host`` when
-    its visible text shows a host name of its own. URLs come back lower-cased."""
+    """(links, form actions) of an HTML part, lower-cased.
+
+    The document is read as text (numeric character references decoded first: ``&#104;ttp``),
+    so attribute URLs and visible ones are found alike (source ``html``). Then each ``<a>``
+    whose visible text shows a host name adds a link (source ``href``) with ``text_host`` set,
+    for the phishing check; each ``<form>`` adds its action (``""`` when it has none)."""
     low = doc.lower()
-    links: list[Link] = []
-    forms: list[str] = []
-    for m in _ATTR.finditer(low):
-        tag, attr = m.group(1), m.group(2)
-        raw = m.group(3) if m.group(3) is not None else m.group(4) or m.group(5) or ""
-        if tag == "form":
-            forms.append(raw)
-        fast = _URL.match(raw)
-        if fast is not None and "&" not in fast.group(1):
-            url, found = raw, _host(fast.group(1))
-        else:
-            url = (html.unescape(raw) if "&" in raw else raw).strip()
-            found = host_of(defang(url))
-        if found is None:
+    if "&#" in low:
+        low = html.unescape(low)
+    links = from_text(low, "html")
+    for dq, sq, bare, visible in _ANCHOR.findall(low) if "<a" in low else ():
+        if "." not in visible:
             continue
-        text_host = ""
-        if tag == "a" and attr == "href":
-            open_end = low.find(">", m.end())
-            close = low.find("</a", open_end, open_end + 2000) if open_end > 0 else -1
-            visible = low[open_end + 1 : close] if close > 0 else ""
-            if "." in visible:
-                shown = from_text(html.unescape(_TAG.sub(" ", visible)))
-                text_host = shown[0].host if shown else ""
-        links.append(Link(found[0], url, attr, found[1], text_host))
-    forms += [""] * (len(_FORM.findall(low)) - len(forms))  # forms without an action
-    text = _TAG.sub(" ", low) if "<" in low else low
-    links += from_text(html.unescape(text) if "&" in text else text)
+        shown = from_text(
+            html.unescape(_TAG.sub(" ", visible)) if "<" in visible or "&" in visible else visible
+        )
+        if not shown:
+            continue
+        url = (dq or sq or bare).strip()
+        found = host_of(defang(html.unescape(url) if "&" in url else url))
+        if found is not None:
+            links.append(Link(found[0], url, "href", found[1], shown[0].host))
+    forms = []
+    for attrs in _FORM.findall(low) if "<form" in low else ():
+        action = _ACTION.search(attrs)
+        forms.append(html.unescape(next((g for g in action.groups() if g is not None), "")) if action else "")
     return links, forms
