@@ -106,13 +106,17 @@ def _fields(head: bytes) -> dict[bytes, str]:
 def params(value: str) -> tuple[str, dict[str, str]]:
     """``'text/plain; charset="utf-8"'`` -> ``("text/plain", {"charset": "utf-8"})``; RFC 2231
     continuations (``name*0*=``) are joined and their charset decoded."""
+    if not value:
+        return "", {}
     main, _, rest = value.partition(";")
     out: dict[str, str] = {}
     pieces: dict[str, dict[int, tuple[str, bool]]] = {}
     for m in _PARAM_RE.finditer(";" + rest):
         key, raw = m.group(1).lower(), m.group(2)
         if raw.startswith('"'):
-            raw = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            raw = raw[1:-1]
+            if "\\" in raw:
+                raw = re.sub(r"\\(.)", r"\1", raw)
         star = key.endswith("*")
         base, _, num = key.rstrip("*").partition("*")
         if num.isdigit() or star:

@@ -27,7 +27,9 @@ __all__ = ["Link", "from_html", "from_text", "host_of"]
 
 # Matching runs on lower-cased text (a case-sensitive pattern is much faster in ``re``).
 _DEFANG = re.compile(r"h(?:xx|\*\*)p(s?)(?=:|\[:\])|[\[({](?:\.|dot|:)[\])}]")
-_DEFANG_HINTS = ("xxp", "**p", "[.]", "(.)", "{.}", "dot)", "dot]", "[:]")  # substring scans are fast
+# Defangings by their opening character: a one-character scan is a memchr, the longer ones
+# run only when that character occurs at all.
+_DEFANG_HINTS = (("[", ("[.]", "[dot]", "[:]")), ("(", ("(.)", "(dot)")), ("{", ("{.}", "{dot}")))
 # Each pattern starts with a literal so ``re`` skips straight to candidates (an alternation of
 # the two would try every position): scheme URLs at their ``:``, then ``www.`` names.
 _SCHEME_URL = re.compile(
@@ -113,11 +115,12 @@ class Link:
 
 def defang(text: str) -> str:
     """Undo the usual obfuscations (``hxxp``, ``[.]``...) in lower-cased text."""
-    for hint in _DEFANG_HINTS:
-        if hint in text:
-            break
-    else:
-        return text
+    if "xxp" not in text and "**p" not in text:
+        for bracket, hints in _DEFANG_HINTS:
+            if bracket in text and any(h in text for h in hints):
+                break
+        else:
+            return text
     return _DEFANG.sub(
         lambda m: f"http{m.group(1)}" if m.group(0)[0] == "h" else m.group(0)[1:-1].replace("dot", "."), text
     )
