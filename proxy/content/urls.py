@@ -20,7 +20,7 @@ import html
 import ipaddress
 import re
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import unquote
 
 __all__ = ["Link", "from_html", "from_text", "host_of"]
@@ -104,11 +104,10 @@ _FILE_TLDS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Link:
+class Link(NamedTuple):  # a tuple: built in bulk, cheaper than a frozen dataclass
     host: str  # lower case ASCII name, or an IP address
-    url: str
-    source: str  # "href" | "src" | "action" | "text"
+    url: str  # the URL as found (or its host part)
+    source: str  # "text" | "html" (found in the text or markup) | "href" (an <a> with text_host)
     is_ip: bool = False
     text_host: str = ""  # for <a>: the host the visible text shows, if it shows one
 
