@@ -167,10 +167,11 @@ def host_of(url: str) -> tuple[str, bool] | None:
     return _host(re.split(r"[/?#]", rest, maxsplit=1)[0])
 
 
-def from_text(text: str, source: str = "text") -> list[Link]:
+def from_text(text: str, source: str = "text", *, lowered: bool = False) -> list[Link]:
     """The distinct hosts of the links and bare names in plain text, in order of appearance
-    (scheme URLs, then ``www.`` names, then bare names). ``Link.url`` is the host part."""
-    low = defang(text.lower())
+    (scheme URLs, then ``www.`` names, then bare names). ``Link.url`` is the host part.
+    ``lowered``: the text is lower case and defanged already."""
+    low = text if lowered else defang(text.lower())
     pieces = _SCHEME_URL.split(low)  # text, authority, text, authority, ... in one pass
     authorities = pieces[1::2]
     rest = " ".join(pieces[0::2]) if authorities else low
@@ -205,7 +206,8 @@ def from_html(doc: str) -> tuple[list[Link], list[str]]:
     low = doc.lower()
     if "&#" in low:
         low = html.unescape(low)
-    links = from_text(low, "html")
+    low = defang(low)
+    links = from_text(low, "html", lowered=True)
     for dq, sq, bare, visible in _ANCHOR.findall(low) if "<a" in low else ():
         if "." not in visible:
             continue
