@@ -297,3 +297,30 @@ def test_archive_bounds() -> None:
     assert "bomb.gz:size" in found.problems
     assert time.monotonic() - t0 < 1.0
     assert listing(b"PK\x03\x04 not really a zip", "bad.zip").problems == ["bad.zip:corrupt"]
+
+
+def test_malformed_archives_never_raise() -> None:
+    """Truncated and bit-flipped archives are listed as far as they read, never an exception."""
+    seeds = [
+        zip_of({"a.txt": b"x" * 100, "b/c.exe": PE}),
+        encrypt_flag(zip_of({"s.txt": b"y"})),
+        tar_of({"d/e.txt": b"z" * 700}),
+        tar_of({"f.bin": ELF}, compress=True),
+    ]
+    for seed in seeds:
+        kind = magic.detect(seed)
+        for cut in range(0, len(seed), max(1, len(seed) // 40)):
+            archives.inspect(seed[:cut], kind, "cut", archives.Budget())
+        for pos in range(0, len(seed), max(1, len(seed) // 60)):
+            flipped = bytearray(seed)
+            flipped[pos] ^= 0xFF
+            archives.inspect(bytes(flipped), kind, "flip", archives.Budget())
+    msg = multipart(
+        [
+            "Content-Type: text/html\r\n\r\n<a href='http://x.example/'>y.example</a>",
+            "Content-Type: application/zip; name=a.zip\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.b64encode(seeds[0]).decode(),
+        ]
+    )
+    for cut in range(0, len(msg), 7):
+        analyse(msg[:cut])

@@ -77,6 +77,9 @@ def _zip(data: bytes, where: str, budget: Budget, depth: int, out: Listing) -> N
     _, _, _, _, total, cd_size, cd_off, _ = struct.unpack_from("<4s4H2LH", data, eocd)
     shift = eocd - cd_size - cd_off  # bytes prepended to the archive (self-extractors)
     pos = cd_off + shift
+    if shift < 0 or pos < 0:
+        out.problems.append(f"{where}:corrupt")
+        return
     for i in range(total):
         if i >= budget.max_members:
             out.problems.append(f"{where}:members>{budget.max_members}")
@@ -208,8 +211,12 @@ def _open(data: bytes, kind: str, where: str, budget: Budget, depth: int, *, out
 
 
 def inspect(data: bytes, kind: str, name: str, budget: Budget) -> Listing:
-    """The members of the archive ``data`` (of kind ``zip``, ``tar`` or ``gzip``) named ``name``."""
+    """The members of the archive ``data`` (of kind ``zip``, ``tar`` or ``gzip``) named ``name``.
+    A malformed archive never raises: what was read is kept and ``problems`` says ``corrupt``."""
     out = Listing()
     if kind in ("zip", "tar", "gzip"):
-        _open(data, kind, name or "archive", budget, 1, out=out, size=0)
+        try:
+            _open(data, kind, name or "archive", budget, 1, out=out, size=0)
+        except (struct.error, ValueError, IndexError, zlib.error, OverflowError):
+            out.problems.append(f"{name or 'archive'}:corrupt")
     return out
