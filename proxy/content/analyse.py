@@ -12,7 +12,8 @@ facts only; the checks turn them into symbols:
   (:mod:`proxy.content.magic`) and, for archives, their members (:mod:`proxy.content.archives`).
 
 Text parts are decoded with their charset and scanned up to ``Bounds.max_text`` characters
-per message (``truncated`` says when the rest was not scanned).
+per message (``truncated`` says when the rest was not scanned). The decoded bodies are dropped
+once read: the result kept in the transaction holds facts, not a second copy of the message.
 """
 
 from __future__ import annotations
@@ -100,4 +101,5 @@ def analyse(message: bytes, bounds: Bounds = Bounds()) -> Content:
     for part in walked.parts:
         if part.body is None and part.is_attachment:
             out.attachments.append(Attachment(part.filename, part.ctype, "", part.size, False))
+        part.body = None  # the facts are extracted: the transaction keeps no decoded copy
     return out
