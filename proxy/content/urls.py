@@ -1,10 +1,12 @@
 """Links and bare host names in text and HTML, de-obfuscated and reduced to a host.
 
 :func:`from_text` finds ``http(s)://`` and ``ftp://`` URLs, ``www.`` names and bare host names
-(``example.com/path``) in plain text; :func:`from_html` reads ``href``, ``src`` and form
-``action`` attributes (entities decoded), the visible text of each ``<a>`` element, and the
-text of the document. Before matching, the common defangings are undone: ``hxxp``, ``[.]``,
-``(.)``, ``{.}``, ``[dot]``, ``[:]``, mixed case.
+(``example.com/path``; not file names such as ``invoice.pdf``) in plain text, one link per
+distinct host. :func:`from_html` reads the document as text after decoding numeric character
+references (so ``href``, ``src`` and ``action`` URLs and visible ones are found alike), then
+the visible text of each ``<a>`` element (for links that show one domain and open another) and
+the ``action`` of each form. Before matching, text is lower-cased and the common defangings are
+undone: ``hxxp``, ``h**p``, ``[.]``, ``(.)``, ``{.}``, ``[dot]``, ``(dot)``, ``[:]``.
 
 :func:`host_of` reduces a URL to its host the way a browser does: user info dropped
 (``http://bank.example@evil.test/`` goes to ``evil.test``), backslashes read as slashes, port
