@@ -324,3 +324,20 @@ def test_malformed_archives_never_raise() -> None:
     )
     for cut in range(0, len(msg), 7):
         analyse(msg[:cut])
+
+
+def test_text_bound_stops_link_scanning_not_attachments() -> None:
+    """Past max_text, text parts are not scanned for links (``truncated`` says so), and an HTML
+    attachment past it is still an attachment."""
+    msg = multipart(
+        [
+            "Content-Type: text/plain\r\n\r\n" + "x" * 200 + " http://first.example/",
+            "Content-Type: text/plain\r\n\r\nhttp://second.example/",
+            'Content-Type: text/html; name="form.html"\r\n\r\n<form action="http://x.example/"></form>',
+        ]
+    )
+    found = analyse(msg, Bounds(max_text=100))
+    assert found.links == []
+    assert found.truncated == "text>100"
+    assert [a.filename for a in found.attachments] == ["form.html"]
+    assert {link.host for link in analyse(msg).links} == {"first.example", "second.example", "x.example"}

@@ -76,21 +76,19 @@ def analyse(message: bytes, bounds: Bounds = Bounds()) -> Content:
         if part.ctype in ("text/plain", "text/html") and not (part.filename and part.ctype == "text/plain"):
             if text_left <= 0:
                 out.truncated = f"text>{bounds.max_text}"
-                continue
-            text = _text(part)[:text_left]
-            text_left -= len(text)
-            if part.ctype == "text/html":
-                found, forms = urls.from_html(text)
-                out.forms += forms
             else:
-                found = urls.from_text(text)
-            for link in found:
-                key = (link.host, link.source, link.text_host)
-                if key not in seen and len(seen) < bounds.max_links:
-                    seen.add(key)
-                    out.links.append(link)
-            if not part.is_attachment:
-                continue
+                text = _text(part)[:text_left]
+                text_left -= len(text)
+                if part.ctype == "text/html":
+                    found, forms = urls.from_html(text)
+                    out.forms += forms
+                else:
+                    found = urls.from_text(text)
+                for link in found:
+                    key = (link.host, link.source, link.text_host)
+                    if key not in seen and len(seen) < bounds.max_links:
+                        seen.add(key)
+                        out.links.append(link)
         if not part.is_attachment:
             continue
         kind = magic.detect(part.body)
