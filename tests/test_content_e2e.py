@@ -216,19 +216,29 @@ def test_uribl_timeout_is_temperror(
 def test_broken_uri_list_disabled_and_observe_mode(
     spamgate_factory: Factory, sink: Sink, dns_server: DnsTestServer
 ) -> None:
-    """A list that lists RFC 5782's 'invalid' name answers everything: its probe disables it.
-    With the attachments check in observe mode, a program is relayed with would_be reject."""
+    """A list that lists RFC 5782's 'invalid' name answers everything: its probe disables it; a
+    list probed with its own test entry (``probes``) stays on. With the attachments check in
+    observe mode, a program is relayed with would_be reject."""
     uri_zone(dns_server)
     for name in ("test.all.test", "invalid.all.test", "evil.example.all.test"):
         dns_server.add(name, "A", "127.0.0.2")
-    checks = {"uribl": {"zones": ["uribl.test*3", "all.test*9"]}, "attachments": {"mode": "observe"}}
+    dns_server.add("probe.other.test", "A", "127.0.0.2")  # a list with its own test entry
+    dns_server.add("evil.example.other.test", "A", "127.0.0.3")
+    checks = {
+        "uribl": {"zones": ["uribl.test*3", "all.test*9", "other.test*1"], "probes": ["other.test=probe"]},
+        "attachments": {"mode": "observe"},
+    }
     sg = start_gate(spamgate_factory, sink, dns_server, {"checks": checks})
     disabled = sg.wait_log("dns_list_disabled")
     assert disabled[0]["zone"] == "all.test"
     assert "invalid is listed" in disabled[0]["reason"]
     r = send(sg, with_attachment("tool.exe", PE, text="get it at http://evil.example/"), "127.0.3.12")
     assert r["ok"]
-    assert r["symbols"]["URIBL_LISTED"] == (3.0, "uribl.test:evil.example")
+    listed = [s for s in r["log"]["symbols"] if s.startswith("URIBL_LISTED")]
+    assert sorted(listed) == [
+        "URIBL_LISTED(1){other.test:evil.example}",
+        "URIBL_LISTED(3){uribl.test:evil.example}",
+    ]
     assert r["log"]["would_be"] == "reject"
     assert any(s.startswith("~ATTACH_BAD_EXTENSION(10)") for s in r["log"]["symbols"])
     assert dns_server.count("evil.example.all.test") == 0

@@ -14,9 +14,9 @@ listed"; ``on_temperror = "tempfail"`` adds ``DNS_TEMPFAIL``).
 
 List health, as for the DNSBLs: a probe at start and every ``health_interval`` (RFC 5782: the
 name ``test`` must be listed and ``invalid`` not; ``probe_listed`` / ``probe_clean`` change them,
-an empty ``probe_listed`` skips that half) and any error answer (127.255.255.x, outside 127/8,
-or 127.0.0.1, which URIBL and SURBL answer to refused queries) disable the list with a warning
-until a probe passes again. No list is configured by default.
+``probes`` per list, an empty ``probe_listed`` skips that half) and any error answer
+(127.255.255.x, outside 127/8, or 127.0.0.1, which URIBL and SURBL answer to refused queries)
+disable the list with a warning until a probe passes again. No list is configured by default.
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ class UriblOptions(BaseOptions):
     health_check: bool = opt(True, "Probe each list at start and every health_interval.")
     health_interval: float = opt("5m", "Time between health probes of the lists.", kind="duration")
     probe_listed: str = opt("test", "A name every healthy list lists (RFC 5782); empty: not probed.")
+    probes: list[str] = opt(
+        [],
+        "Per-list test entries as 'zone=name', for lists that list another name than probe_listed "
+        "(e.g. 'dbl.spamhaus.org=dbltest.com', 'multi.uribl.com=test.uribl.com').",
+    )
     probe_clean: str = opt("invalid", "A name no healthy list lists (RFC 5782).")
 
 
@@ -108,6 +113,12 @@ class Uribl(Check):
             except ValueError as exc:
                 raise ConfigError(f"checks.uribl.zones[{i}]", str(exc)) from None
         self.ignore = frozenset(d.lower().strip(".") for d in options.ignore_domains)
+        self.probe_names: dict[str, str] = {}
+        for i, item in enumerate(options.probes):
+            zone, sep, name = item.partition("=")
+            if not sep or not zone.strip() or not name.strip():
+                raise ConfigError(f"checks.uribl.probes[{i}]", f"expected 'zone=name', got {item!r}")
+            self.probe_names[zone.strip().lower().rstrip(".")] = name.strip().lower().rstrip(".")
         self._health: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -125,7 +136,12 @@ class Uribl(Check):
         o: UriblOptions = self.options
         while True:
             await asyncio.gather(
-                *(lst.probe(self.services.resolver, o.probe_listed, o.probe_clean) for lst in self.lists)
+                *(
+                    lst.probe(
+                        self.services.resolver, self.probe_names.get(lst.zone, o.probe_listed), o.probe_clean
+                    )
+                    for lst in self.lists
+                )
             )
             await asyncio.sleep(o.health_interval)
 
