@@ -102,8 +102,21 @@ async def run(message: bytes, n: int) -> tuple[float, list[str]]:
     return (time.process_time() - t0) / n * 1000, names
 
 
+def calibration() -> float:
+    """Microseconds of CPU for ``sum(range(1000))`` (best of 5): how fast the machine is right
+    now, to compare runs made under different load (18.8 us here at a load average of 1.6)."""
+    best = 1e9
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(2000):
+            sum(range(1000))
+        best = min(best, (time.process_time() - t0) / 2000 * 1e6)
+    return best
+
+
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    print(f"calibration: sum(range(1000)) takes {calibration():.1f} us of CPU now")
     empty = (HEAD + "Content-Type: text/plain\r\n\r\nhi\r\n").encode()
     for label, msg in (("html20k", html_message()), ("zip", zip_message()), ("tiny", empty)):
         asyncio.run(run(msg, 50))  # warm up (PSL load, regex compilation)
