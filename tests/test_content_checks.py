@@ -127,6 +127,12 @@ CASES: list[tuple[str, bytes, dict[str, Any], dict[str, str]]] = [
         {"ATTACH_ARCHIVE_UNCHECKED": "a.zip/b.zip/c.zip:depth"},
     ),
     (
+        "rar is recognised, not opened",
+        message(attach("files.rar", b"Rar!\x1a\x07\x01\x00" + bytes(32))),
+        {},
+        {"ATTACH_ARCHIVE_UNCHECKED": "files.rar:rar not opened"},
+    ),
+    (
         "link text shows another domain",
         message('Content-Type: text/html\r\n\r\n<a href="https://login.evil.test/">www.mybank.example</a>'),
         {},

@@ -93,8 +93,11 @@ def analyse(message: bytes, bounds: Bounds = Bounds()) -> Content:
             continue
         kind = magic.detect(part.body)
         att = Attachment(part.filename, part.ctype, kind, len(part.body), True)
+        name = part.filename or f"({part.ctype})"
         if kind in ("zip", "tar", "gzip"):
-            att.listing = archives.inspect(part.body, kind, part.filename or f"({part.ctype})", budget)
+            att.listing = archives.inspect(part.body, kind, name, budget)
+        elif kind in magic.ARCHIVES:  # rar, 7z, cab...: recognised, not opened
+            att.listing = archives.Listing(problems=[f"{name}:{kind} not opened"])
         out.attachments.append(att)
     for part in walked.parts:
         if part.body is None and part.is_attachment:
