@@ -14,9 +14,9 @@ From the shared analysis (:mod:`proxy.checks.contentutil`), for every attachment
   a dangerous extension or a program's bytes; rejected by default.
 - ``ATTACH_ARCHIVE_ENCRYPTED{name}``: an archive with encrypted members (scanners cannot look
   inside; a classic way to deliver malware with the password in the text).
-- ``ATTACH_ARCHIVE_UNCHECKED{name:why}``: an archive not fully inspected (rar, 7z... not opened; deeper than
-  ``archive_depth``, larger than ``archive_max_size``, more than ``archive_max_members``
-  members, corrupt).
+- ``ATTACH_ARCHIVE_UNCHECKED{name:why}``: an archive not fully inspected (rar, 7z... are not
+  opened; deeper than ``archive_depth``, larger than ``archive_max_size``, more than
+  ``archive_max_members`` members, corrupt).
 
 Evidence is the file name with control characters replaced and cut to 80 characters.
 """
