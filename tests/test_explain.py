@@ -170,3 +170,41 @@ def test_dns_checks_use_the_configured_resolver(tmp_path: Path, dns_server: DnsT
     assert hits["RBL_LISTED"]["score"] == 4
     assert "bl.test" in hits["RBL_LISTED"]["evidence"]
     assert dns_server.count("9.113.0.203.bl.test", "A") >= 1
+
+
+def test_content_checks_explained(tmp_path: Path, dns_server: DnsTestServer) -> None:
+    """explain runs the content checks on --message: a link to a domain on a URI list and an
+    attached program show their symbols, and the program's forced reject with its reply."""
+    dns_server.add("sender.test", "MX", "10 mail.sender.test.")  # the sender domain exists
+    dns_server.add("test.uri.test", "A", "127.0.0.2")  # the list's RFC 5782 probe entry
+    dns_server.add("evil.example.uri.test", "A", "127.0.0.2")
+    cfg = deep_merge(
+        CONFIG,
+        {
+            "dns": {"nameservers": [dns_server.address], "timeout": "500ms"},
+            "checks": {"uribl": {"zones": ["uri.test*4"]}, "greylist": {"enabled": False}},
+        },
+    )
+    eml = tmp_path / "m.eml"
+    eml.write_text(
+        "From: alice@sender.test\nTo: bob@example.test\nSubject: invoice\n"
+        "Date: Sun, 29 Nov 2026 01:00:00 +0000\nMessage-ID: <9@sender.test>\n"
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b"\n\n'
+        "--b\nContent-Type: text/plain\n\nPay at https://www.evil.example/pay\n"
+        '--b\nContent-Type: application/octet-stream; name="invoice.exe"\n'
+        "Content-Transfer-Encoding: base64\n\nTVqQAAMAAAAEAAAA\n--b--\n"
+    )
+    r = explain(tmp_path, *envelope("203.0.113.5"), "--message", str(eml), "--json", config=cfg)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    data = out["stages"][-1]
+    hits = {h["symbol"]: h for h in data["symbols"]}
+    assert hits["URIBL_LISTED"]["evidence"] == "uri.test:evil.example"
+    assert hits["URIBL_LISTED"]["score"] == 4
+    assert hits["ATTACH_BAD_EXTENSION"]["evidence"] == "invoice.exe"
+    assert hits["ATTACH_EXECUTABLE"]["check"] == "attachments"
+    assert data["cause"] == "ATTACH_BAD_EXTENSION"
+    assert out["reply"] == "554 5.7.1 [ref explain] Message refused: attachment type not allowed"
+    text = explain(tmp_path, *envelope("203.0.113.5"), "--message", str(eml), config=cfg)
+    assert "ATTACH_BAD_EXTENSION" in text.stdout
+    assert "fix: Do not e-mail programs" in text.stdout

@@ -27,7 +27,8 @@ ALLOWED: dict[str, set[str]] = {
     "relay": BASE,
     "auth": BASE | {"dns"},
     "scan": BASE,  # clients of the external scanners: no symbols, no policy
-    "checks": BASE | {"dns", "state", "auth", "smtp", "scan"},
+    "content": BASE,  # MIME, links, attachments: pure functions over the message bytes
+    "checks": BASE | {"dns", "state", "auth", "smtp", "scan", "content"},
     "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
     # The operator console: reads the history and state stores, the rules' symbol texts, and runs

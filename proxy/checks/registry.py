@@ -13,13 +13,17 @@ from proxy.checks.connect.reputation import Reputation
 from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
 from proxy.checks.data.arc import Arc
+from proxy.checks.data.attachments import Attachments
 from proxy.checks.data.auth_results import AuthResults
 from proxy.checks.data.clamav import Clamav
 from proxy.checks.data.dkim import Dkim
 from proxy.checks.data.dmarc import Dmarc
 from proxy.checks.data.headers import HeaderSanity
+from proxy.checks.data.mime import MimeStructure
+from proxy.checks.data.phishing import Phishing
 from proxy.checks.data.rspamd import RspamdCheck
 from proxy.checks.data.spamassassin import Spamassassin
+from proxy.checks.data.uribl import Uribl
 from proxy.checks.helo.dns import HeloDns
 from proxy.checks.helo.syntax import HeloSyntax
 from proxy.checks.mail.ratelimit import RateLimitMail
@@ -60,6 +64,12 @@ CHECKS: tuple[type[Check], ...] = (
     Arc,
     Dmarc,
     AuthResults,
+    # data: content (one shared analysis of the message, proxy/checks/contentutil.py)
+    MimeStructure,
+    Attachments,
+    Phishing,
+    Uribl,
+    # data: external scanners (proxy/scan/)
     Clamav,
     RspamdCheck,
     Spamassassin,

@@ -112,6 +112,10 @@ def reversed_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     return rp.rsplit(".in-addr.arpa", 1)[0] if ip.version == 4 else rp.rsplit(".ip6.arpa", 1)[0]
 
 
+def _shown(key: str) -> str:
+    return {"2.0.0.127": "127.0.0.2", "1.0.0.127": "127.0.0.1"}.get(key, key)
+
+
 @dataclass(slots=True)
 class ListAnswer:
     listed: list[str] = field(default_factory=list)
@@ -165,19 +169,23 @@ class DnsList:
         self.healthy, self.reason = True, ""
         metrics.list_health(self.zone, True)
 
-    async def probe(self, resolver: Resolver) -> bool:
-        """127.0.0.2 must be listed and 127.0.0.1 not; updates ``healthy``. A temperror of the
-        probe itself leaves the state unchanged (the lookups report their own temperrors)."""
-        listed = await self.lookup(resolver, "2.0.0.127")
-        clean = await self.lookup(resolver, "1.0.0.127")
+    async def probe(
+        self, resolver: Resolver, listed_key: str = "2.0.0.127", clean_key: str = "1.0.0.127"
+    ) -> bool:
+        """127.0.0.2 must be listed and 127.0.0.1 not (domain lists: RFC 5782's ``test`` and
+        ``invalid``, or the keys given; an empty ``listed_key`` skips that half); updates
+        ``healthy``. A temperror of the probe itself leaves the state unchanged (the lookups
+        report their own temperrors)."""
+        listed = await self.lookup(resolver, listed_key) if listed_key else ListAnswer(listed=["(skipped)"])
+        clean = await self.lookup(resolver, clean_key)
         if listed.failed or clean.failed:
             return self.healthy
         if listed.unusable or clean.unusable:
             self.disable(f"probe got {listed.unusable or clean.unusable}")
         elif not listed.listed:
-            self.disable("probe: test address 127.0.0.2 is not listed")
+            self.disable(f"probe: test entry {_shown(listed_key)} is not listed")
         elif clean.listed:
-            self.disable("probe: 127.0.0.1 is listed (the list answers everything)")
+            self.disable(f"probe: {_shown(clean_key)} is listed (the list answers everything)")
         else:
             self.enable()
         return self.healthy
