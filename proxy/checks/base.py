@@ -52,6 +52,8 @@ class Services:
     run_blocking: Callable[..., Awaitable[Any]] | None = None
     # Called with (conn, txn, outcome) after each transaction's log line (reputation, metrics).
     on_transaction: list[Callable[..., None]] = field(default_factory=list)
+    # Called with (conn, txn, address, reply) after the downstream answered a RCPT (recipient cache).
+    on_rcpt_reply: list[Callable[..., None]] = field(default_factory=list)
     # Called with (conn,) when a connection closes (fleet concurrency slots, metrics).
     on_close: list[Callable[..., None]] = field(default_factory=list)
     # Called by /readyz: name -> coroutine returning True when that dependency is reachable.

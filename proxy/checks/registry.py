@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from proxy.checks.base import Check, SymbolDef
 from proxy.checks.connect.dnsbl import Dnsbl
+from proxy.checks.connect.penalty_box import PenaltyBoxCheck
 from proxy.checks.connect.pregreet import Pregreet
 from proxy.checks.connect.ratelimit import RateLimit
 from proxy.checks.connect.rdns import Rdns
@@ -26,7 +27,9 @@ from proxy.checks.mail.sender_syntax import SenderSyntax
 from proxy.checks.mail.spf import Spf
 from proxy.checks.rcpt.greylist import Greylist
 from proxy.checks.rcpt.ratelimit import RateLimitRcpt
+from proxy.checks.rcpt.recipient_cache import RecipientCache
 from proxy.checks.rcpt.relay_control import RelayControl
+from proxy.checks.rcpt.spamtrap import Spamtrap
 
 CHECKS: tuple[type[Check], ...] = (
     # connect
@@ -36,6 +39,7 @@ CHECKS: tuple[type[Check], ...] = (
     Pregreet,
     Dnsbl,
     Rdns,
+    PenaltyBoxCheck,
     # helo
     HeloSyntax,
     HeloDns,
@@ -49,6 +53,8 @@ CHECKS: tuple[type[Check], ...] = (
     RelayControl,
     Greylist,
     RateLimitRcpt,
+    Spamtrap,
+    RecipientCache,
     # data
     HeaderSanity,
     Dkim,

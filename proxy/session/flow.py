@@ -257,6 +257,9 @@ class MailFlow:
         reply = await self.downstream.rcpt(path.address, path.params)
         if reply in R.OWN_DOWNSTREAM_FAILURES:
             reply = reply.with_ref(txn.ref)
+        else:  # the downstream's own answer: learnt from (recipient cache, proxy.checks.rcpt)
+            for cb in gen.services.on_rcpt_reply:
+                cb(conn, txn, path.address, reply)
         result.reply = reply
         if reply.is_positive:
             result.accepted = True

@@ -25,6 +25,8 @@ Operations (``now`` is Unix time in seconds, taken by the caller):
   'pass' (retried in time: accept) or 'known' (passed before: accept).
 - ``decay(name, accepted, rejected, half_life, ttl)``: two counters decaying with a half-life;
   adds and returns the current (accepted, rejected). With both zero it only reads.
+- ``scan(prefix, limit)``: up to ``limit`` live (name, value) string entries whose logical name
+  starts with ``prefix`` (operator views and feed export; not for the hot path).
 """
 
 from __future__ import annotations
@@ -132,6 +134,9 @@ class Store:
     ) -> tuple[float, float]:
         return await self._call("decay", self._decay(name, accepted, rejected, half_life, ttl, time.time()))
 
+    async def scan(self, prefix: str, limit: int = 100000) -> list[tuple[str, str]]:
+        return await self._call("scan", self._scan(prefix, limit, time.time()))
+
     async def ping(self) -> bool:
         try:
             await self._call("ping", self._ping())
@@ -178,6 +183,9 @@ class Store:
     async def _decay(  # noqa: PLR0917
         self, name: str, accepted: float, rejected: float, half_life: float, ttl: float, now: float
     ) -> tuple[float, float]:
+        raise NotImplementedError
+
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
         raise NotImplementedError
 
     async def _ping(self) -> None:

@@ -93,5 +93,10 @@ class MemoryStore(Store):
     ) -> tuple[float, float]:
         return kvops.decay(self.kv, self._k(name), accepted, rejected, half_life, ttl, now)
 
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
+        full, n = self._k(prefix), len(self.prefix)
+        out = [(k[n:], str(v)) for k, (v, exp) in self.kv.data.items() if k.startswith(full) and exp > now]
+        return out[:limit]
+
     async def _ping(self) -> None:
         return None

@@ -15,6 +15,7 @@ URLs:
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -248,6 +249,18 @@ class RedisStore(Store):
             DECAY, [self._k(name)], [repr(now), repr(accepted), repr(rejected), repr(half_life), _ms(ttl)]
         )
         return float(a), float(r)
+
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._k(prefix)) + "*"
+        n, out = len(self.prefix), []
+        async for key in self.client.scan_iter(match=pattern, count=500, _type="STRING"):
+            k = key.decode() if isinstance(key, bytes) else str(key)
+            v = await self.client.get(k)
+            if v is not None:
+                out.append((k[n:], v.decode() if isinstance(v, bytes) else str(v)))
+                if len(out) >= limit:
+                    break
+        return out
 
     async def _ping(self) -> None:
         await self.client.ping()

@@ -154,6 +154,18 @@ class SqliteStore(Store):
             lambda kv: kvops.decay(kv, self._k(name), accepted, rejected, half_life, ttl, now)
         )
 
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
+        lo, n = self._k(prefix), len(self.prefix)
+        hi = lo + "\U0010ffff"  # a range, not LIKE: addresses hold '_' and '%'
+
+        def run() -> list[tuple[str, str]]:
+            rows = self._db().execute(
+                "SELECT k, v FROM kv WHERE k >= ? AND k < ? AND exp > ? LIMIT ?", (lo, hi, now, limit)
+            )
+            return [(k[n:], str(json.loads(v))) for k, v in rows]
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+
     async def _ping(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, lambda: self._db().execute("SELECT 1"))
 
