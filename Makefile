@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 # System tools the tests drive (Debian package names: command they provide).
-SYSPKGS := swaks:swaks redis-server:redis-server postfix:smtp-source postfix:smtp-sink
+SYSPKGS := swaks:swaks redis-server:redis-server postfix:smtp-source postfix:smtp-sink rbldnsd:rbldnsd
 # What `make bench` needs on top (the byte-proxy reference).
 BENCH_PKGS := haproxy:haproxy
 

@@ -22,6 +22,7 @@ from proxy.policy.engine import Policy
 from proxy.policy.rules import Rules, bundled_rules_dir, load_rules
 from proxy.session.pipeline import Pipeline
 from proxy.session.runtime import Generation, build_tls_context
+from proxy.sharing.service import SharingService
 from proxy.state import acquire_store, release_store
 from proxy.state.pass_cache import StorePassCache
 
@@ -62,6 +63,7 @@ def build_services(config: Config) -> Services:
     )
     services.pass_cache = StorePassCache(store)
     services.readiness["store"] = store.ping
+    services.extras["sharing"] = SharingService(services)  # zone file export, /feed
     if metrics.enabled():
         services.on_transaction.append(metrics.on_transaction)
         services.on_close.append(metrics.on_close)
@@ -91,9 +93,13 @@ async def start_generation(gen: Generation) -> None:
     if gen.services.resolver is not None:
         gen.services.resolver.bind(asyncio.get_running_loop())
     await gen.pipeline.start()
+    if "sharing" in gen.services.extras:
+        await gen.services.extras["sharing"].start()
 
 
 async def stop_generation(gen: Generation) -> None:
+    if "sharing" in gen.services.extras:
+        await gen.services.extras["sharing"].stop()
     await gen.pipeline.stop()
     auth_pools.shutdown(gen.services)  # jobs in flight finish on their own
     if gen.services.resolver is not None:

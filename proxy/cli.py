@@ -6,6 +6,8 @@ spamgate show-config [--config FILE] [--defaults]
 spamgate docs config|symbols              the generated reference pages
 spamgate explain --ip A --helo H --from S --rcpt R [--message F] [--json]   dry-run the verdict
 spamgate explain --ref REF [--log FILE]   a past transaction from the log
+spamgate state list|clear ...             penalty box and recipient cache (proxy/operator_cli.py)
+spamgate feed export [--format zone|text|json] [--output FILE]
 """
 
 from __future__ import annotations
@@ -184,6 +186,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--log", help="log file for --ref (default: log.file of the configuration)")
     ex.add_argument("--json", action="store_true", help="machine-readable output")
     ex.set_defaults(func=cmd_explain)
+    from proxy.operator_cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -26,9 +26,11 @@ ALLOWED: dict[str, set[str]] = {
     "state": BASE,
     "relay": BASE,
     "auth": BASE | {"dns"},
-    "checks": BASE | {"dns", "state", "auth", "smtp"},
+    "checks": BASE | {"dns", "state", "auth", "smtp", "sharing"},
     "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
+    # Learn and share: exports what the store knows, parses peer feeds, builds reports.
+    "sharing": BASE | {"state", "dns"},
 }
 # Finer parts: the loader and docs generator assemble [checks.*] from each check's Options
 # (the top of the config layer); observability's metrics are a utility every layer uses.
@@ -37,6 +39,7 @@ PARTS = {
     "proxy.config.docs": "config-assembly",
     "proxy.observability.metrics": "metrics",
     "proxy.observability.config": "config",
+    "proxy.sharing.config": "config",
 }
 
 

@@ -56,6 +56,9 @@ class Services:
     on_rcpt_reply: list[Callable[..., None]] = field(default_factory=list)
     # Called with (conn,) when a connection closes (fleet concurrency slots, metrics).
     on_close: list[Callable[..., None]] = field(default_factory=list)
+    # Extra admin listener paths: path -> coroutine (query, lower-cased headers) -> (status,
+    # content type, body). The feed export registers /feed (proxy.sharing.service).
+    http_routes: dict[str, Callable[..., Awaitable[tuple[int, str, bytes]]]] = field(default_factory=dict)
     # Called by /readyz: name -> coroutine returning True when that dependency is reachable.
     readiness: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)

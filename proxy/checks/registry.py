@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from proxy.checks.base import Check, SymbolDef
 from proxy.checks.connect.dnsbl import Dnsbl
+from proxy.checks.connect.feeds import Feeds
 from proxy.checks.connect.penalty_box import PenaltyBoxCheck
 from proxy.checks.connect.pregreet import Pregreet
 from proxy.checks.connect.ratelimit import RateLimit
@@ -40,6 +41,7 @@ CHECKS: tuple[type[Check], ...] = (
     Dnsbl,
     Rdns,
     PenaltyBoxCheck,
+    Feeds,
     # helo
     HeloSyntax,
     HeloDns,

@@ -14,6 +14,7 @@ from typing import Any
 from proxy.config.fields import opt
 from proxy.dns.config import DnsConfig
 from proxy.observability.config import MetricsConfig
+from proxy.sharing.config import SharingConfig
 from proxy.state.config import StoreConfig
 
 
@@ -247,6 +248,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
     # [checks.<name>] tables, built from each check's own options class.
     checks: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -267,4 +269,5 @@ CORE_SECTIONS: dict[str, type] = {
     "dns": DnsConfig,
     "store": StoreConfig,
     "metrics": MetricsConfig,
+    "sharing": SharingConfig,
 }

@@ -110,7 +110,9 @@ class AdminServer:
         body: bytes = await asyncio.get_running_loop().run_in_executor(None, generate_latest, reg)
         return body
 
-    async def _route(self, path: str) -> tuple[int, str, bytes]:
+    async def _route(
+        self, path: str, query: str = "", headers: dict[str, str] | None = None
+    ) -> tuple[int, str, bytes]:
         if path == "/healthz":
             return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/readyz":
@@ -121,21 +123,35 @@ class AdminServer:
             from prometheus_client import CONTENT_TYPE_LATEST
 
             return 200, CONTENT_TYPE_LATEST, await self._metrics_body()
+        extra = self.rt.gen.services.http_routes.get(path)  # e.g. /feed (proxy.sharing.service)
+        if extra is not None:
+            return await extra(query, headers or {})
         return 404, "text/plain; charset=utf-8", b"not found\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
-            while True:  # skip the headers
+            headers: dict[str, str] = {}
+            for _ in range(100):  # the headers, bounded
                 line = await asyncio.wait_for(reader.readline(), 5)
                 if line in (b"\r\n", b"\n", b""):
                     break
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
             parts = request.decode("latin-1").split()
             if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain; charset=utf-8", b"method not allowed\n"
             else:
-                status, ctype, body = await self._route(parts[1].split("?", 1)[0])
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+                path, _, query = parts[1].partition("?")
+                status, ctype, body = await self._route(path, query, headers)
+            reason = {
+                200: "OK",
+                304: "Not Modified",
+                403: "Forbidden",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                503: "Service Unavailable",
+            }
             head = (
                 f"HTTP/1.0 {status} {reason.get(status, '')}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

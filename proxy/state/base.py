@@ -25,8 +25,9 @@ Operations (``now`` is Unix time in seconds, taken by the caller):
   'pass' (retried in time: accept) or 'known' (passed before: accept).
 - ``decay(name, accepted, rejected, half_life, ttl)``: two counters decaying with a half-life;
   adds and returns the current (accepted, rejected). With both zero it only reads.
-- ``scan(prefix, limit)``: up to ``limit`` live (name, value) string entries whose logical name
-  starts with ``prefix`` (operator views and feed export; not for the hot path).
+- ``scan(prefix, limit)``: up to ``limit`` live (name, value) entries whose logical name starts
+  with ``prefix`` (operator views and feed export; not for the hot path). Values of structured
+  records (counters, histories) are backend-specific; read those with their own operation.
 """
 
 from __future__ import annotations

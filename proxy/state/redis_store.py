@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.state.base import Store, window_buckets
 
@@ -253,9 +253,12 @@ class RedisStore(Store):
     async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
         pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._k(prefix)) + "*"
         n, out = len(self.prefix), []
-        async for key in self.client.scan_iter(match=pattern, count=500, _type="STRING"):
+        async for key in self.client.scan_iter(match=pattern, count=500):
             k = key.decode() if isinstance(key, bytes) else str(key)
-            v = await self.client.get(k)
+            try:
+                v = await self.client.get(k)
+            except ResponseError:  # not a string (a hash: reputation history): the name only
+                v = b""
             if v is not None:
                 out.append((k[n:], v.decode() if isinstance(v, bytes) else str(v)))
                 if len(out) >= limit:

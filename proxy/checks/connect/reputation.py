@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,7 @@ from proxy.checks.storeutil import ON_STORE_ERROR_DOC, store_failed
 from proxy.config.fields import opt
 from proxy.model import Connection
 from proxy.state.base import Store, StoreError
+from proxy.state.penalty import Penalty
 from proxy.state.util import Background, netblock
 
 REPUTATION_BAD = SymbolDef(
@@ -182,7 +184,9 @@ class Reputation(Check):
         if rejected and o.penalty_rejects > 0:
             n = await self.store.window_hit(f"pen|{conn.ip_str}", o.penalty_window)
             if n >= o.penalty_rejects:
-                await self.store.set(f"box|{conn.ip_str}", "1", o.penalty_time)
+                now = time.time()
+                entry = Penalty(conn.ip_str, "REPUTATION_PENALTY", now, now + o.penalty_time)
+                await self.store.set(f"box|{conn.ip_str}", entry.to_json(), o.penalty_time)
 
 
 async def _none() -> None:

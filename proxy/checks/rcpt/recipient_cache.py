@@ -16,7 +16,9 @@ penalty box for ``penalty_time``. In observe mode the symbols are logged and the
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,7 +128,8 @@ class RecipientCache(Check):
     async def _remember(self, conn: Connection, address: str) -> None:
         o: RecipientCacheOptions = self.options
         counted = o.dictionary_threshold > 0 and not self._exempt(conn)
-        await self.store.set(CACHE_PREFIX + address.lower(), "550 5.1.1", o.ttl)
+        value = json.dumps({"reply": "550 5.1.1", "until": round(time.time() + o.ttl, 3)})
+        await self.store.set(CACHE_PREFIX + address.lower(), value, o.ttl)
         metrics.sharing_event("rcpt_cached")
         if counted:
             n = await self.store.window_hit(f"dict|{conn.ip_str}", o.dictionary_window)
