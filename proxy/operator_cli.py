@@ -8,12 +8,16 @@ spamgate state clear recipient ADDR forget a cached unknown recipient
 spamgate feed export [--format zone|text|json] [--output FILE]
     what the fleet knows, as an rbldnsd ip4set zone (default), plain text or JSON; with
     --output (or [sharing] zone_file for the zone) the file is replaced atomically
+spamgate dmarc report [--day yesterday|today|YYYY-MM-DD] [--output DIR] [--force]
+    the DMARC aggregate reports of one UTC day: sent through [sharing] dmarc_relay to each
+    domain's rua (once per day and domain unless --force), or written as .xml.gz files
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import calendar
 import json
 import sys
 import time
@@ -144,3 +148,71 @@ def add_parsers(sub: Any) -> None:
         "--output", help="file to replace atomically (default: stdout; zone: [sharing] zone_file)"
     )
     fd.set_defaults(func=cmd_feed)
+    add_dmarc_parser(sub)
+
+
+def _day(text: str) -> int:
+    now = int(time.time() // 86400)
+    if text == "today":
+        return now
+    if text == "yesterday":
+        return now - 1
+    return int(calendar.timegm(time.strptime(text, "%Y-%m-%d")) // 86400)
+
+
+def cmd_dmarc(args: argparse.Namespace) -> int:
+    from proxy.dns import build_resolver
+    from proxy.sharing.dmarc_report import build, load_reports, send_reports
+
+    try:
+        config = load(args.config)
+        day = _day(args.day)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.output and not config.sharing.dmarc_relay:
+        print("error: set [sharing] dmarc_relay to send, or give --output DIR", file=sys.stderr)
+        return 2
+
+    async def run() -> list[str]:
+        store = build_store(config.store)
+        resolver = build_resolver(config)
+        resolver.bind(asyncio.get_running_loop())
+        try:
+            if not args.output:
+                return await send_reports(store, resolver, config, day, force=args.force)
+            out = []
+            receiver = config.server.hostname
+            org = config.sharing.dmarc_org_name or receiver
+            contact = config.sharing.dmarc_contact or f"postmaster@{receiver}"
+            for rep in await load_reports(store, day):
+                build(rep, org, contact, receiver)
+                write_bytes(f"{args.output}/{rep.filename}", rep.gz)
+                out.append(f"{rep.domain}: {args.output}/{rep.filename} ({len(rep.rows)} records)")
+            return out
+        finally:
+            await resolver.close()
+            await store.close()
+
+    try:
+        lines = asyncio.run(run())
+    except (StoreError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines) if lines else "no DMARC evaluations recorded for that day")
+    return 1 if any(": failed:" in line for line in lines) else 0
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def add_dmarc_parser(sub: Any) -> None:
+    dm = sub.add_parser("dmarc", help="DMARC aggregate reports (RFC 7489 7.2)")
+    dm.add_argument("--config")
+    dm.add_argument("action", choices=("report",))
+    dm.add_argument("--day", default="yesterday", help="yesterday (default), today or YYYY-MM-DD (UTC)")
+    dm.add_argument("--output", help="write the .xml.gz reports to this directory instead of sending")
+    dm.add_argument("--force", action="store_true", help="send even if the fleet sent it already")
+    dm.set_defaults(func=cmd_dmarc)

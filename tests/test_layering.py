@@ -30,7 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
     # Learn and share: exports what the store knows, parses peer feeds, builds reports.
-    "sharing": BASE | {"state", "dns"},
+    "sharing": BASE | {"state", "dns", "auth"},
 }
 # Finer parts: the loader and docs generator assemble [checks.*] from each check's Options
 # (the top of the config layer); observability's metrics are a utility every layer uses.

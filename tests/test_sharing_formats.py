@@ -93,3 +93,15 @@ def test_interval_set_merges_and_bisects() -> None:
     for i in range(10000):
         big.lookup(ipaddress.ip_address(f"10.{(i // 256) % 256}.{i % 256}.1"))
     assert time.perf_counter() - t0 < 0.5
+
+
+def test_dmarc_rua_and_size_limits() -> None:
+    from proxy.sharing.dmarc_record import rua_of
+    from proxy.sharing.dmarc_report import size_limit
+
+    raw = "v=DMARC1; p=none; rua=mailto:a@x.test!10m, mailto:b@y.test,https://z.test/r"
+    assert rua_of(raw) == ["mailto:a@x.test!10m", "mailto:b@y.test", "https://z.test/r"]
+    assert size_limit("mailto:a@x.test!10m") == ("a@x.test", 10 << 20)
+    assert size_limit("mailto:a@x.test!500") == ("a@x.test", 500)
+    assert size_limit("MAILTO:b@y.test") == ("b@y.test", None)
+    assert size_limit("https://z.test/r") == ("", None)

@@ -9,6 +9,10 @@ writes the same content; the rename keeps that safe.
 ``?format=zone`` answers the same entries to a peer presenting the token
 (``Authorization: Bearer <token>`` or ``?token=``); a wrong or missing token gets 403, and
 without a configured token the path does not exist (404).
+
+``[sharing] dmarc_record``: DMARC evaluations are recorded (:mod:`.dmarc_record`); with
+``dmarc_relay`` and ``dmarc_send_interval`` the finished days' aggregate reports are sent
+(:mod:`.dmarc_report`), else ``spamgate dmarc report`` sends or writes them.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from urllib.parse import parse_qs
 import structlog
 
 from proxy.sharing.collect import collect
+from proxy.sharing.dmarc_record import DmarcRecorder, day_of
+from proxy.sharing.dmarc_report import send_reports
 from proxy.sharing.formats import render_json, render_text, render_zone
 
 log = structlog.get_logger("spamgate.sharing")
@@ -70,18 +76,42 @@ class SharingService:
         self.services = services
         self.config = services.config
         self._task: asyncio.Task[Any] | None = None
-        if self.config.sharing.feed_token:
+        self._dmarc: asyncio.Task[Any] | None = None
+        sh = self.config.sharing
+        if sh.feed_token:
             services.http_routes["/feed"] = self.feed
+        self.recorder: DmarcRecorder | None = None
+        if sh.dmarc_record:
+            self.recorder = DmarcRecorder(services.store, services.resolver, sh.dmarc_keep)
+            services.on_transaction.append(self.recorder.on_transaction)
 
     async def start(self) -> None:
-        if self.config.sharing.zone_file:
+        sh = self.config.sharing
+        if sh.zone_file:
             self._task = asyncio.get_running_loop().create_task(self._loop())
+        if sh.dmarc_record and sh.dmarc_relay and sh.dmarc_send_interval > 0:
+            self._dmarc = asyncio.get_running_loop().create_task(self._dmarc_loop())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._dmarc):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self.recorder is not None:
+            await self.recorder.bg.drain()
+
+    async def _dmarc_loop(self) -> None:
+        """Yesterday's (UTC) reports, once the day is over; one worker of the fleet sends each."""
+        while True:
+            await asyncio.sleep(self.config.sharing.dmarc_send_interval)
+            try:
+                day = day_of(time.time()) - 1
+                await send_reports(self.services.store, self.services.resolver, self.config, day)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("dmarc_reports_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _loop(self) -> None:
         while True:
