@@ -14,6 +14,7 @@ from proxy.checks.connect.rdns import Rdns
 from proxy.checks.connect.reputation import Reputation
 from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
+from proxy.checks.data.abuse_report import AbuseReport
 from proxy.checks.data.arc import Arc
 from proxy.checks.data.auth_results import AuthResults
 from proxy.checks.data.dkim import Dkim
@@ -63,6 +64,7 @@ CHECKS: tuple[type[Check], ...] = (
     Arc,
     Dmarc,
     AuthResults,
+    AbuseReport,
 )
 
 # Checks that protect the relay: they cannot be disabled or observed.
