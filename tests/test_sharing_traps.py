@@ -7,8 +7,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from tests.harness.admin import get, sample
 from tests.harness.clients import Raw
-from tests.harness.proc import Spamgate, deep_merge
+from tests.harness.proc import Spamgate, deep_merge, free_port
 from tests.harness.redis_server import RedisServer
 from tests.harness.sink import Sink
 
@@ -66,7 +67,9 @@ def test_trap_hit_is_refused_like_unknown_user_and_boxed_fleet_wide(
 ) -> None:
     trap = {"enabled": True, "addresses": ["Trap@Example.test"], "domains": [".traps.test"], **NOEXEMPT}
     cfg = config(sink, redis_server, spamtrap=trap)
-    a, b = spamgate_factory(cfg), spamgate_factory(cfg)
+    admin = free_port()
+    a = spamgate_factory(deep_merge(cfg, {"metrics": {"listen": f"127.0.0.1:{admin}"}}))
+    b = spamgate_factory(cfg)
 
     c = session(a, "127.0.0.7")
     assert c.cmd("RCPT TO:<ok@example.test>").startswith("250")
@@ -93,6 +96,10 @@ def test_trap_hit_is_refused_like_unknown_user_and_boxed_fleet_wide(
     assert wait_boxed(a, "127.0.0.9").startswith("421 4.7.0")
     txn = b.wait_log("transaction")[-1]
     assert any(s.startswith("TRAP_HIT(0){x@deep.traps.test}") for s in txn["symbols"])
+    text = get(admin, "/metrics")[1]
+    assert sample(text, "spamgate_sharing_events_total", event="trap_hit") == 1
+    assert sample(text, "spamgate_sharing_events_total", event="penalty_added") == 1
+    assert sample(text, "spamgate_sharing_events_total", event="penalty_refused") == 1
 
 
 def test_trap_in_observe_mode_boxes_nobody(
