@@ -118,6 +118,7 @@ async def _run(
     ex = Explanation(ip, helo, mail_from, rcpts, mode=config.server.mode)
     addr = ipaddress.ip_address(ip)
     conn = Connection(EXPLAIN_REF, addr, 0, (ip, 0))
+    conn.notes["dry_run"] = True  # checks read the store but write no penalty (spamtrap, recipient cache)
 
     def ctx(stage: Stage, hits: list[Hit], txn: Transaction | None = None, **kw: Any) -> CheckContext:
         return CheckContext(

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
-from proxy.state import Store
+from proxy.state import Store, build_store
+from proxy.state.config import StoreConfig
 from proxy.state.penalty import Penalty, PenaltyBox
+from tests.harness.proc import ROOT, to_toml
 from tests.test_state_store import store  # noqa: F401 - the three-backend fixture
 
 
@@ -43,3 +50,62 @@ async def test_penalty_box_keeps_the_later_expiry(store: Store) -> None:  # noqa
 
 def test_penalty_parse_tolerates_foreign_values() -> None:
     assert Penalty.parse("192.0.2.1", "1") == Penalty("192.0.2.1", "1", 0.0, 0.0)
+
+
+def test_explain_shows_penalty_and_trap_without_writing(tmp_path: Path) -> None:
+    """`spamgate explain` shows the penalty box entry with reason and expiry, and a trap
+    recipient as TRAP_HIT, but boxes nobody (a dry run)."""
+    url = f"sqlite:///{tmp_path}/state.db"
+
+    async def seed() -> None:
+        st = build_store(StoreConfig(url=url, timeout=2.0))
+        await PenaltyBox(st).add("192.0.2.66", "RCPT_DICTIONARY{25}", 600)
+        await st.close()
+
+    asyncio.run(seed())
+    cfg = tmp_path / "x.toml"
+    cfg.write_text(
+        to_toml(
+            {
+                "store": {"url": url},
+                "dns": {"nameservers": ["127.0.0.1:1"], "timeout": "200ms", "retries": 0},
+                "checks": {
+                    "penalty_box": {"exempt_networks": []},
+                    "spamtrap": {"enabled": True, "addresses": ["trap@example.test"], "exempt_networks": []},
+                },
+                "relay": {"local_domains": ["example.test"]},
+            }
+        )
+    )
+
+    def explain(ip: str) -> dict[str, Any]:
+        args = ["--ip", ip, "--helo", "h.test", "--from", "a@s.test", "--rcpt", "trap@example.test", "--json"]
+        r = subprocess.run(
+            [sys.executable, "-m", "proxy", "explain", "--config", str(cfg), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr
+        return dict(json.loads(r.stdout))
+
+    boxed = explain("192.0.2.66")
+    assert boxed["stopped_at"] == "connect"
+    (hit,) = [h for h in boxed["stages"][0]["symbols"] if h["symbol"] == "PENALTY_BOX"]
+    assert hit["evidence"].startswith("RCPT_DICTIONARY{25};until=20")
+    assert boxed["reply"].startswith("421 4.7.0")
+    trap = explain("192.0.2.67")
+    rcpt = [s for s in trap["stages"] if s["stage"] == "rcpt"][0]
+    assert "TRAP_HIT" in {h["symbol"] for h in rcpt["symbols"]}
+    assert trap["reply"].startswith("550 5.1.1")
+
+    async def listed() -> list[str]:
+        st = build_store(StoreConfig(url=url, timeout=2.0))
+        try:
+            return [p.ip for p in await PenaltyBox(st).list()]
+        finally:
+            await st.close()
+
+    assert asyncio.run(listed()) == ["192.0.2.66"]  # the trap in explain boxed nobody

@@ -103,6 +103,7 @@ class RecipientCache(Check):
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         o: RecipientCacheOptions = self.options
+        dry = bool(ctx.conn.notes.get("dry_run"))  # spamgate explain: read, never count
         counted = o.dictionary_threshold > 0 and not self._exempt(ctx.conn)
         try:
             cached = await self.store.get(CACHE_PREFIX + ctx.rcpt.lower())
@@ -111,12 +112,12 @@ class RecipientCache(Check):
                 metrics.sharing_event("rcpt_cache_hit")
                 out.append(RCPT_UNKNOWN_CACHED.hit(ctx.rcpt))
             if counted:
-                n = await self.store.window_hit(
-                    f"dict|{ctx.conn.ip_str}", o.dictionary_window, 1 if cached is not None else 0
-                )
+                cost = 1 if cached is not None and not dry else 0
+                n = await self.store.window_hit(f"dict|{ctx.conn.ip_str}", o.dictionary_window, cost)
                 if n >= o.dictionary_threshold:
                     out.append(RCPT_DICTIONARY.hit(str(math.floor(n))))
-                    await self._penalise(ctx.conn, n)
+                    if not dry:
+                        await self._penalise(ctx.conn, n)
         except StoreError:
             return store_failed(self.name, o.on_store_error)
         return out

@@ -5,7 +5,8 @@ A recipient in ``addresses``, or any recipient at a domain of ``domains`` (an en
 gets ``TRAP_HIT`` (evidence: the address), refused ``550 5.1.1`` like an unknown user so the
 sender never learns it hit a trap, and the client IP goes into the fleet-wide penalty box
 (:mod:`proxy.state.penalty`) for ``penalty_time``: every instance sharing the store refuses its
-next connection (``PENALTY_BOX``). In observe mode the symbol is logged but nobody is boxed.
+next connection (``PENALTY_BOX``). In observe mode (and under ``spamgate explain``) the symbol
+is logged but nobody is boxed.
 Clients in ``relay.relay_networks`` and ``exempt_networks`` are never boxed.
 """
 
@@ -78,12 +79,15 @@ class Spamtrap(Check):
         domain = addr.rpartition("@")[2]
         return domain in self.domains or (bool(self.suffixes) and domain.endswith(self.suffixes))
 
+    def _exempt(self, ctx: CheckContext) -> bool:
+        return any(ctx.conn.ip in n for n in self.exempt)
+
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         if not self.is_trap(ctx.rcpt):
             return []
         hit = TRAP_HIT.hit(ctx.rcpt)
         metrics.sharing_event("trap_hit")
-        if self.options.mode == "observe" or any(ctx.conn.ip in n for n in self.exempt):
+        if self.options.mode == "observe" or ctx.conn.notes.get("dry_run") or self._exempt(ctx):
             return [hit]
         try:
             reason = f"TRAP_HIT{{{ctx.rcpt}}}"
