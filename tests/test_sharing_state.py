@@ -109,3 +109,26 @@ def test_explain_shows_penalty_and_trap_without_writing(tmp_path: Path) -> None:
             await st.close()
 
     assert asyncio.run(listed()) == ["192.0.2.66"]  # the trap in explain boxed nobody
+
+
+async def test_collect_exports_boxes_and_bad_reputation(store: Store) -> None:  # noqa: F811
+    from proxy.config.loader import from_dict
+    from proxy.sharing.collect import collect
+
+    config = from_dict({"checks": {"reputation": {"min_messages": 2, "bad_ratio": 0.7}}})
+    await PenaltyBox(store).add("192.0.2.1", "TRAP_HIT{secret-trap@example.test}", 600)
+    now = time.time()
+    rep_box = Penalty("192.0.2.2", "REPUTATION_PENALTY", now, now + 300).to_json()
+    await store.set("box|192.0.2.2", rep_box, 300)
+    await store.decay("rep|ip|192.0.2.3", 0, 3, 86400, 3600)  # bad: 3 rejects
+    await store.decay("rep|ip|192.0.2.4", 3, 0, 86400, 3600)  # good
+    await store.decay("rep|ip|192.0.2.5", 0, 1, 86400, 3600)  # too few messages
+    entries = await collect(store, config, 100)
+    got = {e.network: (e.reason, round(e.until - now)) for e in entries}
+    assert got == {
+        "192.0.2.1": ("TRAP_HIT", 600),  # the reason without its evidence: the trap stays secret
+        "192.0.2.2": ("REPUTATION_PENALTY", 300),
+        "192.0.2.3": ("REPUTATION_BAD", 600),  # two export intervals (5m) from now
+    }
+    off = from_dict({"sharing": {"include_reputation": False}})
+    assert {e.network for e in await collect(store, off, 100)} == {"192.0.2.1", "192.0.2.2"}
