@@ -114,3 +114,66 @@ def test_aggregate_report_sent_to_verified_rua_and_parsed(
     assert spoof["policy_evaluated"]["disposition"] == "reject"
     assert spoof["policy_evaluated"]["spf"] == "fail"
     assert spoof["auth_results"]["spf"][0]["result"] == "softfail"
+
+
+def test_schedule_sends_yesterdays_reports_once(
+    spamgate_factory: Factory, sink: Sink, tmp_path: Path
+) -> None:
+    """A running instance with dmarc_send_interval sends the finished day's report by itself,
+    once (the store elects one sender); rua in the policy domain's own org needs no TXT check."""
+    import asyncio
+    import json
+    import time
+
+    from proxy.state import build_store
+    from proxy.state.config import StoreConfig
+
+    url = f"sqlite:///{tmp_path}/state.db"
+    yesterday = int(time.time() // 86400) - 1
+    row = {
+        "ip": "192.0.2.5",
+        "hf": "own.test",
+        "ef": "own.test",
+        "disp": "none",
+        "reason": "",
+        "dkim": "pass",
+        "spf": "pass",
+        "dkim_res": [["own.test", "s1", "pass"]],
+        "spf_res": ["own.test", "pass"],
+    }
+
+    async def seed() -> None:
+        st = build_store(StoreConfig(url=url, timeout=2.0))
+        key = f"dmarcagg|{yesterday}|own.test|{json.dumps(row, sort_keys=True, separators=(',', ':'))}"
+        for _ in range(3):
+            await st.incr(key, 3 * 86400)
+        await st.set(
+            f"dmarcpol|{yesterday}|own.test", "v=DMARC1; p=none; rua=mailto:d@reports.own.test", 86400
+        )
+        await st.close()
+
+    asyncio.run(seed())
+    sharing = {
+        "dmarc_record": True,
+        "dmarc_relay": f"127.0.0.1:{sink.port}",
+        "dmarc_send_interval": "1s",
+    }
+    cfg = {"store": {"url": url}, "sharing": sharing}
+    spamgate_factory(cfg)
+    spamgate_factory(cfg)  # a second instance on the same store: still one report
+    deadline = time.monotonic() + 10
+    while not sink.messages:
+        assert time.monotonic() < deadline, "no report sent"
+        time.sleep(0.1)
+    time.sleep(2.5)  # both instances ran their schedule at least twice more
+    assert [m.rcpts for m in sink.messages] == [["d@reports.own.test"]]
+    mail = message_from_bytes(sink.messages[0].data, policy=policy.default)
+    (att,) = list(mail.iter_attachments())
+    from parsedmarc import parse_aggregate_report_file
+
+    parsed = parse_aggregate_report_file(att.get_content(), offline=True)
+    (rec,) = parsed["records"]
+    assert rec["count"] == 3
+    assert rec["auth_results"]["dkim"][0]["selector"] == "s1"
+    # org_name defaults to server.hostname (parsedmarc shortens a domain-like name to its base).
+    assert b"<org_name>mx.spamgate.test</org_name>" in gzip.decompress(att.get_content())
