@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.stamp-install
 # System tools the tests drive (Debian package names: command they provide).
 SYSPKGS := swaks:swaks redis-server:redis-server postfix:smtp-source postfix:smtp-sink \
            prometheus:promtool chromium:chromium chromium-driver:chromedriver dovecot-lmtpd:dovecot \
-           clamav-daemon:clamd rspamd:rspamd spamd:spamd spamassassin:spamassassin
+           clamav-daemon:clamd rspamd:rspamd spamd:spamd spamassassin:spamassassin \
+           rbldnsd:rbldnsd
 # What `make bench` needs on top (the byte-proxy reference).
 BENCH_PKGS := haproxy:haproxy
 

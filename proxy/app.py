@@ -24,6 +24,7 @@ from proxy.policy.engine import Policy
 from proxy.policy.rules import Rules, bundled_rules_dir, load_rules
 from proxy.session.pipeline import Pipeline
 from proxy.session.runtime import Generation, build_tls_context
+from proxy.sharing.service import SharingService
 from proxy.state import acquire_store, release_store
 from proxy.state.pass_cache import StorePassCache
 from proxy.state.tables import Tables
@@ -69,6 +70,7 @@ def build_services(config: Config) -> Services:
         t.local_domains_files, t.recipient_files, t.access_files, t.reload_interval, store
     )
     services.readiness["store"] = store.ping
+    services.extras["sharing"] = SharingService(services)  # zone file export, /feed
     if metrics.enabled():
         services.on_transaction.append(metrics.on_transaction)
         services.on_close.append(metrics.on_close)
@@ -120,9 +122,13 @@ async def start_generation(gen: Generation) -> None:
         if tables is not None:
             await tables.stop()  # a refused reload leaves no watcher behind
         raise
+    if "sharing" in gen.services.extras:
+        await gen.services.extras["sharing"].start()
 
 
 async def stop_generation(gen: Generation) -> None:
+    if "sharing" in gen.services.extras:
+        await gen.services.extras["sharing"].stop()
     await gen.pipeline.stop()
     tables = gen.services.extras.get("tables")
     if tables is not None:

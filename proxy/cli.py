@@ -6,6 +6,8 @@ spamgate show-config [--config FILE] [--defaults]
 spamgate docs config|symbols              the generated reference pages
 spamgate explain --ip A --helo H --from S --rcpt R [--message F] [--json]   dry-run the verdict
 spamgate explain --ref REF [--log FILE]   a past transaction from the log
+spamgate state list|clear ...             penalty box and recipient cache (proxy/operator_cli.py)
+spamgate feed export [--format zone|text|json] [--output FILE]
 """
 
 from __future__ import annotations
@@ -207,6 +209,9 @@ def parser() -> argparse.ArgumentParser:
     pw = sub.add_parser("console-password", help="print the hash of a console password for [console]")
     pw.add_argument("--stdin", action="store_true", help="read the password from standard input")
     pw.set_defaults(func=cmd_console_password)
+    from proxy.operator_cli import add_parsers
+
+    add_parsers(sub)
     return p
 
 

@@ -149,6 +149,7 @@ async def _run(
     policy = gen.policy
     addr = ipaddress.ip_address(ip)
     conn = Connection(EXPLAIN_REF, addr, 0, (ip, 0))
+    conn.notes["dry_run"] = True  # checks read the store but write no penalty (spamtrap, recipient cache)
 
     def ctx(stage: Stage, hits: list[Hit], txn: Transaction | None = None, **kw: Any) -> CheckContext:
         return CheckContext(

@@ -26,14 +26,14 @@ async def _scan_and_clear(store: Store) -> None:
     await store.set("glwl|net|192.0.2.0/24", "1", 60)
     await store.set("gl|gone", "1", 0.001)
     await asyncio.sleep(0.01)
-    assert sorted(await store.scan("gl|192.0.2.0/24|")) == [
+    assert sorted(await store.scan_names("gl|192.0.2.0/24|")) == [
         "gl|192.0.2.0/24|a@x.test|b@y.test",
         "gl|192.0.2.0/24|c@x.test|b@y.test",
     ]
-    assert len(await store.scan("gl|", limit=2)) == 2
-    assert "gl|gone" not in await store.scan("gl|")
-    assert await store.scan("glwl|") == ["glwl|net|192.0.2.0/24"]
-    assert await store.scan("gl*") == [], "no pattern characters"
+    assert len(await store.scan_names("gl|", limit=2)) == 2
+    assert "gl|gone" not in await store.scan_names("gl|")
+    assert await store.scan_names("glwl|") == ["glwl|net|192.0.2.0/24"]
+    assert await store.scan_names("gl*") == [], "no pattern characters"
     await store.window_hit("pen|192.0.2.1", 600)
     await store.window_hit("pen|192.0.2.1", 600)
     assert await store.window_hit("pen|192.0.2.1", 600, 0) == 2

@@ -28,12 +28,14 @@ ALLOWED: dict[str, set[str]] = {
     "auth": BASE | {"dns"},
     "scan": BASE,  # clients of the external scanners: no symbols, no policy
     "content": BASE,  # MIME, links, attachments: pure functions over the message bytes
-    "checks": BASE | {"dns", "state", "auth", "smtp", "scan", "content"},
+    "checks": BASE | {"dns", "state", "auth", "smtp", "scan", "content", "sharing"},
     "policy": BASE,
     "session": BASE | {"smtp", "checks", "policy", "relay"},
     # The operator console: reads the history and state stores, the rules' symbol texts, and runs
     # explain's dry run; served by the admin listener (observability), never imported by the session.
     "console": BASE | {"state", "policy", "explain"},
+    # Learn and share: exports what the store knows, parses peer feeds, builds reports.
+    "sharing": BASE | {"state", "dns", "auth"},
 }
 # Finer parts: the loader and docs generator assemble [checks.*] from each check's Options
 # (the top of the config layer); observability's metrics are a utility every layer uses.
@@ -44,6 +46,7 @@ PARTS = {
     "proxy.observability.scanner_metrics": "metrics",
     "proxy.observability.config": "config",
     "proxy.console.config": "config",
+    "proxy.sharing.config": "config",
 }
 
 

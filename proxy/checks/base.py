@@ -52,8 +52,13 @@ class Services:
     run_blocking: Callable[..., Awaitable[Any]] | None = None
     # Called with (conn, txn, outcome) after each transaction's log line (reputation, metrics).
     on_transaction: list[Callable[..., None]] = field(default_factory=list)
+    # Called with (conn, txn, address, reply) after the downstream answered a RCPT (recipient cache).
+    on_rcpt_reply: list[Callable[..., None]] = field(default_factory=list)
     # Called with (conn,) when a connection closes (fleet concurrency slots, metrics).
     on_close: list[Callable[..., None]] = field(default_factory=list)
+    # Extra admin listener paths: path -> coroutine (query, lower-cased headers) -> (status,
+    # content type, body). The feed export registers /feed (proxy.sharing.service).
+    http_routes: dict[str, Callable[..., Awaitable[tuple[int, str, bytes]]]] = field(default_factory=dict)
     # Called by /readyz: name -> coroutine returning True when that dependency is reachable.
     readiness: dict[str, Callable[[], Awaitable[bool]]] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from proxy.checks.base import Check, SymbolDef
 from proxy.checks.connect.dnsbl import Dnsbl
+from proxy.checks.connect.feeds import Feeds
+from proxy.checks.connect.penalty_box import PenaltyBoxCheck
 from proxy.checks.connect.pregreet import Pregreet
 from proxy.checks.connect.ratelimit import RateLimit
 from proxy.checks.connect.rdns import Rdns
 from proxy.checks.connect.reputation import Reputation
 from proxy.checks.connect.static_lists import StaticLists
 from proxy.checks.core_symbols import CORE_SYMBOLS
+from proxy.checks.data.abuse_report import AbuseReport
 from proxy.checks.data.arc import Arc
 from proxy.checks.data.attachments import Attachments
 from proxy.checks.data.auth_results import AuthResults
@@ -34,7 +37,9 @@ from proxy.checks.mail.spf import Spf
 from proxy.checks.rcpt.access_tables import AccessTables
 from proxy.checks.rcpt.greylist import Greylist
 from proxy.checks.rcpt.ratelimit import RateLimitRcpt
+from proxy.checks.rcpt.recipient_cache import RecipientCache
 from proxy.checks.rcpt.relay_control import RelayControl
+from proxy.checks.rcpt.spamtrap import Spamtrap
 
 CHECKS: tuple[type[Check], ...] = (
     # connect
@@ -44,6 +49,8 @@ CHECKS: tuple[type[Check], ...] = (
     Pregreet,
     Dnsbl,
     Rdns,
+    PenaltyBoxCheck,
+    Feeds,
     # helo
     HeloSyntax,
     HeloDns,
@@ -58,6 +65,8 @@ CHECKS: tuple[type[Check], ...] = (
     AccessTables,
     Greylist,
     RateLimitRcpt,
+    Spamtrap,
+    RecipientCache,
     # data
     HeaderSanity,
     Dkim,
@@ -73,6 +82,7 @@ CHECKS: tuple[type[Check], ...] = (
     Clamav,
     RspamdCheck,
     Spamassassin,
+    AbuseReport,
 )
 
 # Checks that protect the relay: they cannot be disabled or observed.

@@ -15,6 +15,7 @@ from proxy.config.fields import opt
 from proxy.console.config import ConsoleConfig
 from proxy.dns.config import DnsConfig
 from proxy.observability.config import MetricsConfig
+from proxy.sharing.config import SharingConfig
 from proxy.state.config import StoreConfig
 
 
@@ -331,6 +332,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
     # [checks.<name>] tables, built from each check's own options class.
     checks: dict[str, Any] = field(default_factory=dict)
     source: str = ""
@@ -353,4 +355,5 @@ CORE_SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "metrics": MetricsConfig,
     "console": ConsoleConfig,
+    "sharing": SharingConfig,
 }

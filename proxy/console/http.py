@@ -32,6 +32,7 @@ SECURITY_HEADERS = {
 REASONS = {
     200: "OK",
     303: "See Other",
+    304: "Not Modified",
     400: "Bad Request",
     403: "Forbidden",
     404: "Not Found",

@@ -74,7 +74,7 @@ class Target:
 
 async def _triplets_of_sender(store: Store, sender: str) -> list[str]:
     needle = f"|{sender}|" if "@" in sender else f"@{sender}|"
-    return [k for k in await store.scan("gl|", MAX_SCANNED) if needle in k][:MAX_LISTED]
+    return [k for k in await store.scan_names("gl|", MAX_SCANNED) if needle in k][:MAX_LISTED]
 
 
 async def lookup(store: Store, config: Any, t: Target) -> dict[str, Any]:
@@ -89,7 +89,7 @@ async def lookup(store: Store, config: Any, t: Target) -> dict[str, Any]:
         out["rep_net"] = await store.decay(f"rep|net|{t.rep_net}", 0, 0, half_life, ttl)
         out["allow_net"] = await store.get(f"glwl|net|{t.net}") is not None
         out["passes_net"] = await store.get(f"glpass|net|{t.net}")
-        out["grey_net"] = await store.scan(f"gl|{t.net}|", MAX_LISTED)
+        out["grey_net"] = await store.scan_names(f"gl|{t.net}|", MAX_LISTED)
     if t.sender:
         out["allow_dom"] = await store.get(f"glwl|dom|{t.domain}") is not None
         out["grey_sender"] = await _triplets_of_sender(store, t.sender)
@@ -107,7 +107,7 @@ async def apply(store: Store, config: Any, t: Target, op: str) -> int:
     elif op == "clear_allow_dom":
         keys = [f"glwl|dom|{t.domain}", f"glpass|dom|{t.domain}"]
     elif op == "clear_grey_net":
-        keys = await store.scan(f"gl|{t.net}|", MAX_SCANNED)
+        keys = await store.scan_names(f"gl|{t.net}|", MAX_SCANNED)
     else:  # clear_grey_sender
         keys = await _triplets_of_sender(store, t.sender)
     for k in keys:

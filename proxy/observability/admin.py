@@ -20,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 import structlog
 
@@ -114,7 +115,9 @@ class AdminServer:
         body: bytes = await asyncio.get_running_loop().run_in_executor(None, generate_latest, reg)
         return body
 
-    async def _route(self, path: str) -> tuple[int, str, bytes]:
+    async def _route(
+        self, path: str, query: str = "", headers: dict[str, str] | None = None
+    ) -> tuple[int, str, bytes]:
         if path == "/healthz":
             return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/readyz":
@@ -125,6 +128,9 @@ class AdminServer:
             from prometheus_client import CONTENT_TYPE_LATEST
 
             return 200, CONTENT_TYPE_LATEST, await self._metrics_body()
+        extra = self.rt.gen.services.http_routes.get(path)  # e.g. /feed (proxy.sharing.service)
+        if extra is not None:
+            return await extra(query, headers or {})
         return 404, "text/plain; charset=utf-8", b"not found\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -142,7 +148,8 @@ class AdminServer:
             elif req.method not in ("GET", "HEAD"):
                 resp = Response(405, b"method not allowed\n", "text/plain; charset=utf-8")
             else:
-                status, ctype, body = await self._route(req.path)
+                query = urlencode(req.query)
+                status, ctype, body = await self._route(req.path, query, req.headers)
                 resp = Response(status, body, ctype)
             writer.write(resp.encode(head_only=req.method == "HEAD"))
             await writer.drain()

@@ -141,6 +141,13 @@ class _Metrics:
         self._dns_s: dict[str, Any] = {}
         self._ds_mail = self.downstream_seconds.labels("mail")
         self._ds_data = self.downstream_seconds.labels("data")
+        self.sharing = Counter(
+            "spamgate_sharing_events",
+            "Learn-and-share events: trap_hit, penalty_added, penalty_refused, rcpt_cached, "
+            "rcpt_cache_hit, dictionary_attack, feed_match, report_sent.",
+            ["event"],
+            registry=reg,
+        )
 
     def child(self, cache: dict[Any, Any], metric: Any, key: Any) -> Any:
         c = cache.get(key)
@@ -237,6 +244,12 @@ def store_error(backend: str, operation: str) -> None:
     """A store call that failed or timed out."""
     if _m is not None:
         _m.store_errors.labels(backend, operation).inc()
+
+
+def sharing_event(event: str) -> None:
+    """A spamtrap hit, penalty, recipient-cache or feed event (see the counter's help)."""
+    if _m is not None:
+        _m.sharing.labels(event).inc()
 
 
 # -- session callbacks (Services.on_transaction / on_close) -------------------------------

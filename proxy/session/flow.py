@@ -259,6 +259,9 @@ class MailFlow:
         reply = await self.relay.rcpt(txn, path.address, path.params)
         if reply in R.OWN_DOWNSTREAM_FAILURES or reply in SPLIT_REPLIES:
             reply = reply.with_ref(txn.ref)
+        else:  # the downstream's own answer: learnt from (recipient cache, proxy.checks.rcpt)
+            for cb in gen.services.on_rcpt_reply:
+                cb(conn, txn, path.address, reply)
         result.reply = reply
         if reply in SPLIT_REPLIES:
             await wire.reply(reply)  # not the client's error: it sends it again in a new transaction

@@ -25,8 +25,10 @@ Operations (``now`` is Unix time in seconds, taken by the caller):
   'pass' (retried in time: accept) or 'known' (passed before: accept).
 - ``decay(name, accepted, rejected, half_life, ttl)``: two counters decaying with a half-life;
   adds and returns the current (accepted, rejected). With both zero it only reads.
-- ``scan(prefix, limit)``: the names (without ``store.prefix``) of at most ``limit`` live plain
-  keys starting with ``prefix`` (for the console's state page; not on the mail path).
+- ``scan(prefix, limit)``: up to ``limit`` live (name, value) entries whose logical name starts
+  with ``prefix`` (operator views and feed export; not for the hot path). Values of structured
+  records (counters, histories) are backend-specific; read those with their own operation.
+- ``scan_names(prefix, limit)``: the names only (the console's state page).
 - ``window_clear(name, window)``: forget a sliding-window counter (the console's release).
 """
 
@@ -135,8 +137,11 @@ class Store:
     ) -> tuple[float, float]:
         return await self._call("decay", self._decay(name, accepted, rejected, half_life, ttl, time.time()))
 
-    async def scan(self, prefix: str, limit: int = 200) -> list[str]:
+    async def scan(self, prefix: str, limit: int = 100000) -> list[tuple[str, str]]:
         return await self._call("scan", self._scan(prefix, limit, time.time()))
+
+    async def scan_names(self, prefix: str, limit: int = 200) -> list[str]:
+        return [name for name, _ in await self.scan(prefix, limit)]
 
     async def window_clear(self, name: str, window: float) -> None:
         await self._call("window_clear", self._window_clear(name, window, time.time()))
@@ -189,10 +194,10 @@ class Store:
     ) -> tuple[float, float]:
         raise NotImplementedError
 
-    async def _ping(self) -> None:
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
         raise NotImplementedError
 
-    async def _scan(self, prefix: str, limit: int, now: float) -> list[str]:
+    async def _ping(self) -> None:
         raise NotImplementedError
 
     async def _window_clear(self, name: str, window: float, now: float) -> None:

@@ -56,12 +56,6 @@ class MemoryStore(Store):
     def _k(self, name: str) -> str:
         return self.prefix + name
 
-    async def _scan(self, prefix: str, limit: int, now: float) -> list[str]:
-        full = self._k(prefix)
-        n = len(self.prefix)
-        out = [k[n:] for k, (_, exp) in self.kv.data.items() if k.startswith(full) and exp > now]
-        return out[:limit]
-
     async def _window_clear(self, name: str, window: float, now: float) -> None:
         kvops.window_clear(self.kv, self._k(name), window, now)
 
@@ -101,6 +95,11 @@ class MemoryStore(Store):
         self, name: str, accepted: float, rejected: float, half_life: float, ttl: float, now: float
     ) -> tuple[float, float]:
         return kvops.decay(self.kv, self._k(name), accepted, rejected, half_life, ttl, now)
+
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
+        full, n = self._k(prefix), len(self.prefix)
+        out = [(k[n:], str(v)) for k, (v, exp) in self.kv.data.items() if k.startswith(full) and exp > now]
+        return out[:limit]
 
     async def _ping(self) -> None:
         return None

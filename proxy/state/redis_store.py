@@ -15,11 +15,12 @@ URLs:
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from proxy.state.base import Store, window_buckets
 
@@ -249,18 +250,23 @@ class RedisStore(Store):
         )
         return float(a), float(r)
 
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
+        pattern = re.sub(r"([*?\[\]\\])", r"\\\1", self._k(prefix)) + "*"
+        n, out = len(self.prefix), []
+        async for key in self.client.scan_iter(match=pattern, count=500):
+            k = key.decode() if isinstance(key, bytes) else str(key)
+            try:
+                v = await self.client.get(k)
+            except ResponseError:  # not a string (a hash: reputation history): the name only
+                v = b""
+            if v is not None:
+                out.append((k[n:], v.decode() if isinstance(v, bytes) else str(v)))
+                if len(out) >= limit:
+                    break
+        return out
+
     async def _ping(self) -> None:
         await self.client.ping()
-
-    async def _scan(self, prefix: str, limit: int, now: float) -> list[str]:
-        pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self._k(prefix)) + "*"
-        n = len(self.prefix)
-        out: list[str] = []
-        async for key in self.client.scan_iter(match=pattern, count=500):
-            out.append((key.decode() if isinstance(key, bytes) else str(key))[n:])
-            if len(out) >= limit:
-                break
-        return out
 
     async def _window_clear(self, name: str, window: float, now: float) -> None:
         keys, _ = self.window_keys(name, window, now)

@@ -154,21 +154,20 @@ class SqliteStore(Store):
             lambda kv: kvops.decay(kv, self._k(name), accepted, rejected, half_life, ttl, now)
         )
 
-    async def _scan(self, prefix: str, limit: int, now: float) -> list[str]:
-        low = self._k(prefix)
-        n = len(self.prefix)
-
-        def scan(kv: _SqlKV) -> list[str]:
-            rows = kv.db.execute(
-                "SELECT k FROM kv WHERE k >= ? AND k < ? AND exp > ? ORDER BY k LIMIT ?",
-                (low, low + "\U0010ffff", now, limit),
-            ).fetchall()
-            return [r[0][n:] for r in rows]
-
-        return await self._run(scan)
-
     async def _window_clear(self, name: str, window: float, now: float) -> None:
         await self._run(lambda kv: kvops.window_clear(kv, self._k(name), window, now))
+
+    async def _scan(self, prefix: str, limit: int, now: float) -> list[tuple[str, str]]:
+        lo, n = self._k(prefix), len(self.prefix)
+        hi = lo + "\U0010ffff"  # a range, not LIKE: addresses hold '_' and '%'
+
+        def run() -> list[tuple[str, str]]:
+            rows = self._db().execute(
+                "SELECT k, v FROM kv WHERE k >= ? AND k < ? AND exp > ? LIMIT ?", (lo, hi, now, limit)
+            )
+            return [(k[n:], str(json.loads(v))) for k, v in rows]
+
+        return await asyncio.get_running_loop().run_in_executor(self._pool, run)
 
     async def _ping(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._pool, lambda: self._db().execute("SELECT 1"))

@@ -10,12 +10,19 @@ Penalty box: ``penalty_rejects`` rejected transactions within ``penalty_window``
 IP in the box for ``penalty_time``: every connection gets 421 4.7.0 until it expires.
 ``penalty_rejects = 0`` turns it off. Clients in ``relay.relay_networks`` and
 ``exempt_networks`` (default: loopback) are never scored.
+
+Junk and protocol evidence counts as rejected mail too (``evidence_weight`` each): a
+transaction where one of ``evidence_symbols`` fired (spamtrap hits, dictionary attacks,
+smuggling attempts: bare newlines, NUL), whatever its outcome, and a connection closed for one
+of ``evidence_close_reasons`` (non-SMTP input, too many errors or junk commands) or that
+pregreeted without a transaction (``services.on_close``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +32,7 @@ from proxy.checks.storeutil import ON_STORE_ERROR_DOC, store_failed
 from proxy.config.fields import opt
 from proxy.model import Connection
 from proxy.state.base import Store, StoreError
+from proxy.state.penalty import Penalty
 from proxy.state.util import Background, netblock
 
 REPUTATION_BAD = SymbolDef(
@@ -73,6 +81,17 @@ class ReputationOptions(BaseOptions):
         "10m", "Window in which rejects are counted for the penalty box.", kind="duration"
     )
     penalty_time: float = opt("15m", "How long the penalty box tempfails the client.", kind="duration")
+    evidence_symbols: list[str] = opt(
+        ["TRAP_HIT", "RCPT_DICTIONARY", "BARE_NEWLINE", "NUL_IN_DATA", "PREGREET"],
+        "Symbols whose transaction (or connection) counts as rejected, whatever its outcome.",
+    )
+    evidence_close_reasons: list[str] = opt(
+        ["non_smtp", "too_many_errors", "too_many_junk_commands"],
+        "Connection close reasons (the connection log line's 'closed') that count as a rejected message.",
+    )
+    evidence_weight: float = opt(
+        1.0, "How many rejected messages one piece of junk or protocol evidence counts as.", minimum=0
+    )
     on_store_error: str = opt("continue", ON_STORE_ERROR_DOC, choices=("continue", "tempfail"))
 
 
@@ -94,7 +113,10 @@ class Reputation(Check):
             ipaddress.ip_network(n, strict=False)
             for n in [*self.services.config.relay.relay_networks, *self.options.exempt_networks]
         ]
+        self.evidence = frozenset(self.options.evidence_symbols)
+        self.close_reasons = frozenset(self.options.evidence_close_reasons)
         self.services.on_transaction.append(self._on_transaction)
+        self.services.on_close.append(self._on_close)
 
     async def stop(self) -> None:
         await self.bg.drain()
@@ -134,14 +156,27 @@ class Reputation(Check):
             break  # the IP's own history, when there is enough of it, wins over the netblock's
         return out
 
-    def _on_transaction(self, conn: Connection, txn: Any, outcome: str) -> None:
-        if outcome not in ("delivered", "rejected") or self._exempt(conn):
-            return
-        self.bg.spawn(self._record(conn, outcome == "rejected"))
+    def _evidence(self, hits: Any) -> bool:
+        return any(getattr(h, "name", "") in self.evidence for h in hits)
 
-    async def _record(self, conn: Connection, rejected: bool) -> None:
+    def _on_transaction(self, conn: Connection, txn: Any, outcome: str) -> None:
+        if self._exempt(conn):
+            return
+        if self.options.evidence_weight > 0 and self._evidence(txn.notes.get("hits", txn.hits)):
+            self.bg.spawn(self._record(conn, True, self.options.evidence_weight))
+        elif outcome in ("delivered", "rejected"):
+            self.bg.spawn(self._record(conn, outcome == "rejected"))
+
+    def _on_close(self, conn: Connection) -> None:
+        if self.options.evidence_weight <= 0 or self._exempt(conn):
+            return
+        junk = conn.notes.get("closed") in self.close_reasons
+        if junk or (conn.txn_count == 0 and self._evidence(conn.hits)):
+            self.bg.spawn(self._record(conn, True, self.options.evidence_weight))
+
+    async def _record(self, conn: Connection, rejected: bool, weight: float = 1.0) -> None:
         o: ReputationOptions = self.options
-        acc, rej = (0.0, 1.0) if rejected else (1.0, 0.0)
+        acc, rej = (0.0, weight) if rejected else (weight, 0.0)
         await asyncio.gather(
             self.store.decay(f"rep|ip|{conn.ip_str}", acc, rej, o.half_life, o.history_ttl),
             self.store.decay(f"rep|net|{self._net(conn)}", acc, rej, o.half_life, o.history_ttl),
@@ -149,7 +184,9 @@ class Reputation(Check):
         if rejected and o.penalty_rejects > 0:
             n = await self.store.window_hit(f"pen|{conn.ip_str}", o.penalty_window)
             if n >= o.penalty_rejects:
-                await self.store.set(f"box|{conn.ip_str}", "1", o.penalty_time)
+                now = time.time()
+                entry = Penalty(conn.ip_str, "REPUTATION_PENALTY", now, now + o.penalty_time)
+                await self.store.set(f"box|{conn.ip_str}", entry.to_json(), o.penalty_time)
 
 
 async def _none() -> None:
