@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.proc import free_port
+from tests.harness.proc import free_port, terminate
 
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
 VIRUS = b"SPAMGATE-TEST-VIRUS-4f1c9e2a-NOT-A-REAL-ONE"
@@ -89,13 +89,7 @@ class Clamd:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 10)
         self.proc = None
 
 

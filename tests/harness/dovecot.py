@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.proc import free_port, wait_port
+from tests.harness.proc import free_port, terminate, wait_port
 
 DOVECOT = "/usr/sbin/dovecot"
 CONF = """\
@@ -97,13 +97,7 @@ class Dovecot:
         return [f.read_bytes() for f in sorted(files)]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 10)
         self.proc = None
         time.sleep(0.05)
         shutil.rmtree(self.dir, ignore_errors=True)

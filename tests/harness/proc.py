@@ -21,6 +21,17 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def terminate(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
+    """SIGTERM a server the tests started, SIGKILL it after ``timeout`` seconds, reap it."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))

@@ -24,7 +24,7 @@ import dns.message
 import dns.query
 import dns.rcode
 
-from tests.harness.proc import free_port
+from tests.harness.proc import free_port, terminate
 
 RBLDNSD = shutil.which("rbldnsd") or "/usr/sbin/rbldnsd"
 
@@ -96,11 +96,5 @@ class Rbldnsd:
         return [rr.to_text() for rrset in r.answer for rr in rrset]
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, 5)
         self.proc = None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.proc import free_port
+from tests.harness.proc import free_port, terminate
 
 RSPAMD = shutil.which("rspamd") or "/usr/bin/rspamd"
 
@@ -102,13 +102,7 @@ class Rspamd:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 15)
         self.proc = None
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.proc import free_port
+from tests.harness.proc import free_port, terminate
 
 SPAMD = shutil.which("spamd") or "/usr/sbin/spamd"
 
@@ -69,13 +69,7 @@ class Spamd:
             return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, 10)
         self.proc = None
 
 
