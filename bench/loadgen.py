@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -77,7 +78,8 @@ class Gen:
         self.counts = Counts()
         self.next_msg = 0
         self.total = a.count
-        self.acked: IO[str] | None = open(f"{a.acked}.{part}", "w") if a.acked else None  # noqa: SIM115
+        # line-buffered: the soak counts the lines while the load runs
+        self.acked: IO[str] | None = open(f"{a.acked}.{part}", "w", buffering=1) if a.acked else None  # noqa: SIM115
         self.t0 = 0.0
 
     def take(self) -> int | None:
@@ -88,7 +90,7 @@ class Gen:
         return self.next_msg - 1
 
     def message(self, i: int) -> tuple[str, str, bytes, str]:
-        ident = f"{self.part}.{i}"
+        ident = f"{self.a.tag}.{self.part}.{i}"
         if self.pool:
             _, _, mail_from, rcpt, data = self.pool[i % len(self.pool)]
             return mail_from, rcpt, f"X-Bench-Id: {ident}\r\n".encode() + data, ident
@@ -217,6 +219,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-pipelining", dest="pipelining", action="store_false")
     ap.add_argument("--session-timeout", type=float, default=60.0)
     ap.add_argument("--acked", help="write acknowledged ids to FILE.<part>")
+    ap.add_argument("--tag", default=f"r{os.getpid()}", help="prefix of the X-Bench-Id of this run")
     ap.add_argument("--part", type=int, default=-1, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a.per_session == 0:
