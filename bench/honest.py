@@ -53,7 +53,7 @@ from procs import (
     start_spamgate,
     wait_banner,
 )
-from report import Recorder, med, write_meta
+from report import Recorder, med, read_run, write_meta
 
 HONEST_CONFIG = ROOT / "bench" / "spamgate-honest.toml"
 PORTS.update({"spamgate_honest": 20606, "spamgate_real": 20607, "spamgate_honest_mem": 20610})
@@ -130,6 +130,12 @@ def plan(pool: Path) -> list[tuple[str, str, list[str]]]:
     ]
 
 
+def _ratio(runs: list[dict[str, Any]], r: dict[str, Any], peer: str, gen: str) -> float | None:
+    """``r``'s rate over ``peer``'s (through ``gen``) in the same round."""
+    ref = [x for x in runs if x["peer"] == peer and x["gen"] == gen and x["round"] == r["round"]]
+    return r["rate"] / ref[0]["rate"] if ref else None
+
+
 def summarize(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out = [
         f"# honest bench {meta['started']}",
@@ -139,36 +145,28 @@ def summarize(runs: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"machine: {meta['machine']}",
         "",
     ]
-    out += ["| peer | generator | msgs/s (median) | ratio to haproxy, same round and generator | "
-            "CPU ms/msg | load avg | all 250 |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    out += ["| peer | generator | msgs/s (median) | ratio to haproxy | ratio to spamgate (flattering) | "
+            "CPU ms/msg | load avg by round | all 250 |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for peer in ("direct", "haproxy", "spamgate", "spamgate_honest", "spamgate_honest_mem", "spamgate_real"):
         for gen in ("smtp-source", "loadgen"):
             rs = [r for r in runs if r["peer"] == peer and r["gen"] == gen]
             if not rs:
                 continue
-            ratios = []
-            for r in rs:
-                h = [
-                    x
-                    for x in runs
-                    if x["peer"] == "haproxy" and x["gen"] == "loadgen" and x["round"] == r["round"]
-                ]
-                if gen == "smtp-source":
-                    h = [
-                        x
-                        for x in runs
-                        if x["peer"] == "haproxy" and x["gen"] == gen and x["round"] == r["round"]
-                    ]
-                if h:
-                    ratios.append(r["rate"] / h[0]["rate"])
-            loads = ", ".join(r["load"] for r in rs)
+            to_h = [x for r in rs if (x := _ratio(runs, r, "haproxy", gen)) is not None]
+            to_s = [x for r in rs if (x := _ratio(runs, r, "spamgate", gen)) is not None]
             out.append(
-                f"| {peer} | {gen} | {med([r['rate'] for r in rs]):,.0f} | {med(ratios):.3f} | "
-                f"{med([r['cpu_ms_per_msg'] for r in rs]):.3f} | {loads} | {all(r['all_ok'] for r in rs)} |"
+                f"| {peer} | {gen} | {med([r['rate'] for r in rs]):,.0f} | {med(to_h):.3f} | "
+                f"{med(to_s):.3f} | {med([r['cpu_ms_per_msg'] for r in rs]):.3f} | "
+                f"{', '.join(r['load'] for r in rs)} | "
+                f"{all(r['all_ok'] for r in rs)} |"
             )
-    hits = [r["dns_cache_hit_rate"] for r in runs if r.get("dns_cache_hit_rate") is not None]
+    real = [r for r in runs if r["peer"] == "spamgate_real"]
+    w5 = [x for r in real if (x := _ratio(runs, r, "spamgate_honest", "loadgen")) is not None]
+    if w5:
+        out += ["", "W5-real / W1-honest, same round: " + ", ".join(f"{x:.3f}" for x in w5)]
+    hits = [r["dns_cache_hit_rate"] for r in real if r.get("dns_cache_hit_rate") is not None]
     if hits:
-        out += ["", "DNS cache hit rate of W5-real by round: " + ", ".join(f"{h:.1%}" for h in hits)]
+        out += ["DNS cache hit rate of W5-real by round: " + ", ".join(f"{h:.1%}" for h in hits)]
     return "\n".join(out) + "\n"
 
 
@@ -176,7 +174,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="counts / 5")
+    ap.add_argument("--summarize", metavar="DIR", help="print the summary of a finished run")
     args = ap.parse_args()
+    if args.summarize:
+        runs, meta = read_run(Path(args.summarize))
+        print(summarize(runs, meta))
+        return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     rundir = ROOT / "bench" / "results" / f"{stamp}-honest"
