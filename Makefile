@@ -11,7 +11,7 @@ SYSPKGS := swaks:swaks redis-server:redis-server postfix:smtp-source postfix:smt
 # What `make bench` needs on top (the byte-proxy reference).
 BENCH_PKGS := haproxy:haproxy
 
-.PHONY: run test lint fmt typecheck docs bench sysdeps bench-sysdeps venv clean
+.PHONY: run test lint fmt typecheck docs bench bench-honest soak sysdeps bench-sysdeps venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 venv: $(STAMP)
+
+# bench/ extras (matplotlib for the soak's plot, py-spy): only for bench-honest and soak.
+BENCH_STAMP := $(VENV)/.stamp-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 run: $(STAMP)
 	$(VENV)/bin/spamgate run $(ARGS)
@@ -64,6 +70,15 @@ docs: $(STAMP)
 
 bench: $(STAMP) bench-sysdeps
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# W1 under the configuration a site ships, W5-real, loadgen vs smtp-source (bench/honest.py).
+bench-honest: $(BENCH_STAMP) bench-sysdeps
+	$(PY) bench/honest.py $(BENCH_ARGS)
+
+# N minutes (default 30) at half the calibrated rate with faults; not part of `make test`.
+# Short check: make soak SOAK_ARGS="--minutes 3 --warmup 1"
+soak: $(BENCH_STAMP)
+	$(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache var

@@ -180,10 +180,12 @@ def spamgate_env(name: str, dns: Any) -> dict[str, str]:
     return env
 
 
-def start_spamgate(rundir: Path, name: str, procs: dict[str, Proc], env: dict[str, str]) -> None:
-    """spamgate with bench/spamgate-bench.toml on ``PORTS[name]`` in front of the sink (no wait)."""
+def start_spamgate(
+    rundir: Path, name: str, procs: dict[str, Proc], env: dict[str, str], config: Path = CONFIG
+) -> None:
+    """spamgate with ``config`` on ``PORTS[name]`` in front of the sink (no wait)."""
     cmd = [
-        str(SPAMGATE), "run", "--config", str(CONFIG),
+        str(SPAMGATE), "run", "--config", str(config),
         "--listen", f"127.0.0.1:{PORTS[name]}", "--downstream", f"127.0.0.1:{PORTS['sink']}",
     ]  # fmt: skip
     procs[name] = Proc(name, cmd, rundir / f"{name}.log", env=env)
