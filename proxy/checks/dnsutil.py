@@ -10,12 +10,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import ipaddress
 import re
 from pathlib import Path
 from typing import Any
 
+from proxy.checks.base import Check
 from proxy.config.fields import opt
 from proxy.config.paths import bundled_rules_dir
 from proxy.model import Symbol, SymbolDef
@@ -97,3 +100,31 @@ def dynamic_match(
         if m:
             return m.group(0).strip(".-") or p.pattern
     return ""
+
+
+class ListHealthCheck(Check):
+    """A check over DNS lists with a health probe: ``start`` runs :meth:`probe_lists` at once
+    and every ``health_interval`` (when ``health_check`` is on and there are lists), ``stop``
+    ends it. Subclasses set ``self.lists`` and say how their lists are probed."""
+
+    lists: list[Any]
+    _health: asyncio.Task[None] | None = None
+
+    async def probe_lists(self) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        if self.lists and self.options.health_check and self.services.resolver is not None:
+            self._health = asyncio.ensure_future(self._health_loop())
+
+    async def stop(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health
+            self._health = None
+
+    async def _health_loop(self) -> None:
+        while True:
+            await self.probe_lists()
+            await asyncio.sleep(self.options.health_interval)

@@ -18,15 +18,14 @@ cache for ``pass_ttl`` and not looked up again meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 from dataclasses import dataclass
 
 import structlog
 
-from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.base import CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.connect import pass_cache
-from proxy.checks.dnsutil import DNS_TEMPFAIL, on_temperror_opt, temperror
+from proxy.checks.dnsutil import DNS_TEMPFAIL, ListHealthCheck, on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import ConfigError, opt
 from proxy.dns.lists import DnsList, parse_item, reversed_ip
@@ -72,7 +71,7 @@ class DnsblOptions(BaseOptions):
     exempt: list[str] = opt([], "Client networks never looked up (your own networks).", kind="cidrs")
 
 
-class Dnsbl(Check):
+class Dnsbl(ListHealthCheck):
     name = "dnsbl"
     stage = Stage.CONNECT
     symbols = (RBL_LISTED, DNSWL_LISTED, RBL_TEMPERROR, DNS_TEMPFAIL)
@@ -89,23 +88,9 @@ class Dnsbl(Check):
             except ValueError as exc:
                 raise ConfigError(f"checks.dnsbl.zones[{i}]", str(exc)) from None
         self.exempt = [ipaddress.ip_network(n, strict=False) for n in options.exempt]
-        self._health: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        if self.lists and self.options.health_check and self.services.resolver is not None:
-            self._health = asyncio.ensure_future(self._health_loop())
-
-    async def stop(self) -> None:
-        if self._health is not None:
-            self._health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health
-            self._health = None
-
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.gather(*(lst.probe(self.services.resolver) for lst in self.lists))
-            await asyncio.sleep(self.options.health_interval)
+    async def probe_lists(self) -> None:
+        await asyncio.gather(*(lst.probe(self.services.resolver) for lst in self.lists))
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         ip = ctx.conn.ip

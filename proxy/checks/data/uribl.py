@@ -22,15 +22,14 @@ disable the list with a warning until a probe passes again. No list is configure
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 from dataclasses import dataclass
 
 import structlog
 
-from proxy.checks.base import Check, CheckContext, Services, Stage, Symbol, SymbolDef
+from proxy.checks.base import CheckContext, Services, Stage, Symbol, SymbolDef
 from proxy.checks.contentutil import content, registrable
-from proxy.checks.dnsutil import on_temperror_opt, temperror
+from proxy.checks.dnsutil import ListHealthCheck, on_temperror_opt, temperror
 from proxy.checks.options import BaseOptions
 from proxy.config.fields import ConfigError, opt
 from proxy.content.urls import Link
@@ -96,7 +95,7 @@ def targets(links: list[Link], ignore: frozenset[str], check_ips: bool) -> list[
     return list(out.items())
 
 
-class Uribl(Check):
+class Uribl(ListHealthCheck):
     name = "uribl"
     stage = Stage.DATA
     symbols = (URIBL_LISTED, URIBL_TEMPERROR)
@@ -119,31 +118,17 @@ class Uribl(Check):
             if not sep or not zone.strip() or not name.strip():
                 raise ConfigError(f"checks.uribl.probes[{i}]", f"expected 'zone=name', got {item!r}")
             self.probe_names[zone.strip().lower().rstrip(".")] = name.strip().lower().rstrip(".")
-        self._health: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        if self.lists and self.options.health_check and self.services.resolver is not None:
-            self._health = asyncio.ensure_future(self._health_loop())
-
-    async def stop(self) -> None:
-        if self._health is not None:
-            self._health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health
-            self._health = None
-
-    async def _health_loop(self) -> None:
+    async def probe_lists(self) -> None:
         o: UriblOptions = self.options
-        while True:
-            await asyncio.gather(
-                *(
-                    lst.probe(
-                        self.services.resolver, self.probe_names.get(lst.zone, o.probe_listed), o.probe_clean
-                    )
-                    for lst in self.lists
+        await asyncio.gather(
+            *(
+                lst.probe(
+                    self.services.resolver, self.probe_names.get(lst.zone, o.probe_listed), o.probe_clean
                 )
+                for lst in self.lists
             )
-            await asyncio.sleep(o.health_interval)
+        )
 
     async def check(self, ctx: CheckContext) -> list[Symbol]:
         resolver = self.services.resolver
