@@ -18,7 +18,7 @@ from tests.harness.clamd import SIGNATURE, STREAM_MAX, VIRUS, Clamd
 from tests.harness.clients import Raw, message
 from tests.harness.dnsgate import symbols
 from tests.harness.mail_auth import send_raw
-from tests.harness.proc import Spamgate, deep_merge, free_port
+from tests.harness.proc import Spamgate, dead_port, deep_merge, free_port
 from tests.harness.rspamd import Rspamd
 from tests.harness.silent import Silent
 from tests.harness.sink import Sink
@@ -97,7 +97,7 @@ def test_clamav_clean_virus_and_observe(
 def test_clamav_down(spamgate_factory: Factory, sink: Sink, on_error: str, code: int | None) -> None:
     """clamd not listening: CLAMAV_TEMPERROR; the antivirus fails closed by default (451 4.7.1,
     the sender retries), or lets the message through with on_error = "continue"."""
-    checks = clam(f"127.0.0.1:{free_port()}")
+    checks = clam(f"127.0.0.1:{dead_port()}")
     if on_error != "tempfail":
         checks["clamav"]["on_error"] = on_error
     sg = gate(spamgate_factory, sink, checks)
@@ -218,7 +218,7 @@ def test_rspamd_down_hanging_and_size_cap(spamgate_factory: Factory, sink: Sink)
     """rspamd down: RSPAMD_TEMPERROR and delivered (on_error = "continue", the default), or
     451 with on_error = "tempfail". Hanging: the same after the timeout. Over max_size: not
     sent, RSPAMD_SKIPPED."""
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{dead_port()}"
     sg = gate(spamgate_factory, sink, rsp(dead))
     assert send_raw(sg.port, message("a")).get("ok")
     assert scan_syms(sg, 1, ("RSPAMD", "SCANNER"))["RSPAMD_TEMPERROR"].startswith("unavailable:")
@@ -275,7 +275,7 @@ def test_spamassassin_clean_gtube_and_enforcing_rule(
 def test_spamassassin_down_hanging_and_size_cap(spamgate_factory: Factory, sink: Sink) -> None:
     """spamd down or hanging: SPAMASSASSIN_TEMPERROR, delivered (continue) or 451 (tempfail);
     over max_size: SPAMASSASSIN_SKIPPED without a connection."""
-    sg = gate(spamgate_factory, sink, sa(f"127.0.0.1:{free_port()}", on_error="tempfail"))
+    sg = gate(spamgate_factory, sink, sa(f"127.0.0.1:{dead_port()}", on_error="tempfail"))
     r = send_raw(sg.port, message("a"))
     assert r["error"] == 451
     got = scan_syms(sg, 1, ("SPAMASSASSIN", "SCANNER"))
@@ -310,7 +310,7 @@ def test_readiness_and_metrics(
     checks = {
         **clam(clamd_server.address),
         **sa(spamd_server.address),
-        **rsp(f"127.0.0.1:{free_port()}", ready_check="yes"),
+        **rsp(f"127.0.0.1:{dead_port()}", ready_check="yes"),
     }
     metrics = {"listen": f"127.0.0.1:{port}", "readyz_cache": "0s", "readyz_timeout": "2s"}
     sg = gate(spamgate_factory, sink, checks, metrics=metrics)

@@ -32,6 +32,19 @@ def terminate(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None
             proc.wait(5)
 
 
+_HELD: list[socket.socket] = []
+
+
+def dead_port(host: str = "127.0.0.1") -> int:
+    """A port where nothing listens and nothing can start listening: bound, never listening,
+    held for the whole test session. A connection to it is refused. (A port from
+    :func:`free_port` can be taken by the next server a test starts.)"""
+    s = socket.socket()
+    s.bind((host, 0))
+    _HELD.append(s)
+    return int(s.getsockname()[1])
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
