@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -222,6 +223,27 @@ async def test_sqlite_purges_expired_rows(tmp_path: Path) -> None:
     await asyncio.sleep(0.2)
     assert await s.purge() == 1
     assert await s.get("b") == "1"
+    await s.close()
+
+
+async def test_sqlite_group_commit(tmp_path: Path) -> None:
+    """Concurrent operations share transactions, stay atomic, and one bad row fails only its caller."""
+    s = SqliteStore(str(tmp_path / "g.db"), 5.0)
+    counts = await asyncio.gather(*(s.incr("n", 600) for _ in range(300)))
+    assert sorted(counts) == list(range(1, 301))  # no lost update inside a group
+    assert s.transactions <= 30, s.transactions  # 300 operations, a handful of groups
+    before = s.transactions
+    await s.incr("n", 600)
+    assert s.transactions == before + 1  # a lone operation is its own group, not delayed
+
+    db = sqlite3.connect(tmp_path / "g.db")
+    db.execute("INSERT INTO kv VALUES ('sg:bad', 'not json', 9e9)")
+    db.commit()
+    db.close()
+    out = await asyncio.gather(s.get("bad"), s.incr("n", 600), s.set("k", "v", 60), return_exceptions=True)
+    assert isinstance(out[0], StoreError)
+    assert out[1] == 302
+    assert await s.get("k") == "v"
     await s.close()
 
 

@@ -76,7 +76,10 @@ class Store:
             metrics.store_error(self.backend, op)
             raise StoreError(f"{self.backend} {op}: store down, retrying in a moment")
         try:
-            out = await asyncio.wait_for(coro, self.timeout)
+            # asyncio.timeout, not wait_for: no extra task per call (the cancellation it uses
+            # on expiry stays inside this call and becomes TimeoutError here).
+            async with asyncio.timeout(self.timeout):
+                out = await coro
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -2,8 +2,10 @@
 
 A :class:`KV` is a view on the backend inside one atomic section (the memory store's single
 thread, one SQLite ``BEGIN IMMEDIATE`` transaction): ``get`` returns a JSON-able value or None
-when absent or expired, ``put`` stores a value with an absolute expiry time. The Redis backend
-implements the same semantics as Lua scripts (:mod:`proxy.state.redis_store`).
+when absent or expired, ``get_many`` reads several keys at once, ``put`` stores a value with an
+absolute expiry time. A value returned by ``get`` may be shared with later reads in the same
+section: an operation that changes it must ``put`` it. The Redis backend implements the same
+semantics as Lua scripts (:mod:`proxy.state.redis_store`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from proxy.state.base import window_buckets
 class KV(Protocol):
     def get(self, key: str, now: float) -> Any: ...
 
+    def get_many(self, keys: list[str], now: float) -> list[Any]: ...
+
     def put(self, key: str, value: Any, expires: float) -> None: ...
 
     def delete(self, key: str) -> None: ...
@@ -24,11 +28,11 @@ class KV(Protocol):
 def window_hit(kv: KV, key: str, window: float, cost: int, now: float) -> float:
     bucket, weight = window_buckets(window, now)
     cur_key, prev_key = f"{key}:{bucket}", f"{key}:{bucket - 1}"
-    cur = int(kv.get(cur_key, now) or 0)
+    cur_v, prev_v = kv.get_many([cur_key, prev_key], now)
+    cur, prev = int(cur_v or 0), int(prev_v or 0)
     if cost:
         cur += cost
         kv.put(cur_key, cur, (bucket + 2) * window)
-    prev = int(kv.get(prev_key, now) or 0)
     return cur + prev * weight
 
 

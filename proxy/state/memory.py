@@ -28,6 +28,9 @@ class _MemKV:
             return None
         return item[0]
 
+    def get_many(self, keys: list[str], now: float) -> list[Any]:
+        return [self.get(k, now) for k in keys]
+
     def put(self, key: str, value: Any, expires: float) -> None:
         self.data[key] = (value, expires)
         self.data.move_to_end(key)

@@ -1,10 +1,20 @@
 """``sqlite:///path``: state in one SQLite file, shared by the worker processes of one host.
 
-WAL journal, a busy timeout, and every operation in one ``BEGIN IMMEDIATE`` transaction (the
+WAL journal, a busy timeout, and every operation inside a ``BEGIN IMMEDIATE`` transaction (the
 write lock is taken up front, so read-modify-write is atomic across processes). Calls run in a
 small dedicated thread pool with one connection per thread; the event loop never blocks.
 Rows carry an expiry time; expired rows read as absent and are deleted every
 ``store.purge_interval``. The path is relative to the working directory.
+
+**Group commit.** The operations that sessions submit while a transaction is running (and those
+of one turn of the event loop: the concurrent rate-limit windows, slot and reputation reads of a
+stage) are queued and run together in the next transaction: one thread hand-off, one
+``BEGIN IMMEDIATE``/``COMMIT`` and one wake-up of the loop for the whole group, at most one
+transaction of this process at a time (two would only wait for each other's write lock). Each
+operation stays atomic (the group is). If one operation of a group raises, the group is rolled
+back and its operations are run again one transaction each, so a bad row fails only its own
+caller. An operation whose caller gave up (timeout, cancellation) before its group started is
+not run.
 """
 
 from __future__ import annotations
@@ -27,25 +37,75 @@ T = TypeVar("T")
 _SCHEMA = "CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT NOT NULL, exp REAL NOT NULL)"
 
 
+# The most operations one transaction carries (it holds the write lock of every worker).
+_GROUP_MAX = 256
+
+
 class _SqlKV:
+    """One transaction's view of the table: reads are cached and writes deferred to ``flush``.
+
+    A group commits many operations at once, and they touch the same keys (the sender domain's
+    window, a /24's counters): each key is read at most once and written once, with the last
+    value, at the end of the transaction (atomic all the same: nothing is visible before COMMIT).
+    A value handed out by ``get`` may be shared within the transaction; an operation that changes
+    it puts it back (as every operation of :mod:`proxy.state.kvops` does).
+    """
+
+    __slots__ = ("cache", "db", "dirty")
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
+        self.cache: dict[str, tuple[Any, float] | None] = {}
+        self.dirty: set[str] = set()
 
     def get(self, key: str, now: float) -> Any:
-        row = self.db.execute("SELECT v, exp FROM kv WHERE k = ?", (key,)).fetchone()
-        if row is None or row[1] <= now:
+        if key in self.cache:
+            item = self.cache[key]
+        else:
+            row = self.db.execute("SELECT v, exp FROM kv WHERE k = ?", (key,)).fetchone()
+            item = self.cache[key] = None if row is None else (json.loads(row[0]), row[1])
+        if item is None or item[1] <= now:
             return None
-        return json.loads(row[0])
+        return item[0]
+
+    def get_many(self, keys: list[str], now: float) -> list[Any]:
+        missing = [k for k in keys if k not in self.cache]
+        if missing:
+            for k in missing:
+                self.cache[k] = None
+            query = f"SELECT k, v, exp FROM kv WHERE k IN ({','.join('?' * len(missing))})"  # noqa: S608 - placeholders only
+            for k, v, exp in self.db.execute(query, missing):
+                self.cache[k] = (json.loads(v), exp)
+        return [self.get(k, now) for k in keys]
 
     def put(self, key: str, value: Any, expires: float) -> None:
-        self.db.execute(
-            "INSERT INTO kv (k, v, exp) VALUES (?, ?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v, "
-            "exp = excluded.exp",
-            (key, json.dumps(value), expires),
-        )
+        self.cache[key] = (value, expires)
+        self.dirty.add(key)
 
     def delete(self, key: str) -> None:
-        self.db.execute("DELETE FROM kv WHERE k = ?", (key,))
+        self.cache[key] = None
+        self.dirty.add(key)
+
+    def flush(self) -> None:
+        """Write the deferred changes (inside the transaction, before COMMIT)."""
+        if not self.dirty:
+            return
+        puts, dels = [], []
+        for key in self.dirty:
+            item = self.cache[key]
+            if item is None:
+                dels.append((key,))
+            else:
+                puts.append((key, json.dumps(item[0]), item[1]))
+        if puts:
+            self.db.executemany(
+                "INSERT INTO kv (k, v, exp) VALUES (?, ?, ?) ON CONFLICT(k) DO UPDATE SET "
+                "v = excluded.v, exp = excluded.exp",
+                puts,
+            )
+        if dels:
+            self.db.executemany("DELETE FROM kv WHERE k = ?", dels)
+        self.dirty.clear()
 
 
 class SqliteStore(Store):
@@ -67,6 +127,12 @@ class SqliteStore(Store):
         self._conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._next_purge = time.monotonic() + purge_interval
+        # Group commit (touched on the event loop only): queued operations, whether a group is
+        # in the thread now, and the loop they belong to (a store outliving a loop starts over).
+        self._queue: list[tuple[Callable[[_SqlKV], Any], asyncio.Future[Any]]] = []
+        self._busy = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.transactions = 0  # transactions committed or rolled back (tests, bench)
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
@@ -86,20 +152,89 @@ class SqliteStore(Store):
 
     def _txn(self, fn: Callable[[_SqlKV], T]) -> T:
         db = self._db()
+        self.transactions += 1
         db.execute("BEGIN IMMEDIATE")
         try:
-            out = fn(_SqlKV(db))
+            kv = _SqlKV(db)
+            out = fn(kv)
+            kv.flush()
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
         return out
 
+    def _txn_group(self, fns: list[Callable[[_SqlKV], Any]]) -> list[tuple[bool, Any]]:
+        """Run a group of operations in one transaction; on an operation's error, each alone."""
+        try:
+            return self._txn(lambda kv: [(True, fn(kv)) for fn in fns])
+        except sqlite3.Error:
+            raise  # the database failed (locked past the timeout, disk): the whole group fails
+        except Exception:  # one operation failed: isolate it
+            if len(fns) == 1:
+                raise
+        out: list[tuple[bool, Any]] = []
+        for fn in fns:
+            try:
+                out.append((True, self._txn(fn)))
+            except sqlite3.Error:
+                raise
+            except Exception as exc:  # handed to that operation's caller
+                out.append((False, exc))
+        return out
+
     async def _run(self, fn: Callable[[_SqlKV], T]) -> T:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop, self._queue, self._busy = loop, [], False
         if time.monotonic() >= self._next_purge:
             self._next_purge = time.monotonic() + self.purge_interval
-            asyncio.get_running_loop().run_in_executor(self._pool, self._purge)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._txn, fn)
+            loop.run_in_executor(self._pool, self._purge)
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.append((fn, fut))
+        if not self._busy:
+            self._busy = True
+            loop.call_soon(self._start_group)  # the rest of this loop turn joins the group
+        return await fut
+
+    def _start_group(self) -> None:
+        live = [(fn, fut) for fn, fut in self._queue[:_GROUP_MAX] if not fut.done()]
+        self._queue = self._queue[_GROUP_MAX:]
+        if not live:
+            if self._queue:
+                self._start_group()
+            else:
+                self._busy = False
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            running = loop.run_in_executor(self._pool, self._txn_group, [fn for fn, _ in live])
+        except RuntimeError as exc:  # the store was closed: nothing will run again
+            for _, fut in live + self._queue:
+                if not fut.done():
+                    fut.set_exception(exc)
+            self._queue, self._busy = [], False
+            return
+        running.add_done_callback(lambda done: self._end_group(live, done))
+
+    def _end_group(
+        self, group: list[tuple[Callable[[_SqlKV], Any], asyncio.Future[Any]]], done: asyncio.Future[Any]
+    ) -> None:
+        exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
+        results: list[tuple[bool, Any]] = [] if exc is not None else done.result()
+        for i, (_, fut) in enumerate(group):
+            if fut.done():
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+            elif results[i][0]:
+                fut.set_result(results[i][1])
+            else:
+                fut.set_exception(results[i][1])
+        if self._queue:
+            self._start_group()
+        else:
+            self._busy = False
 
     def _purge(self) -> int:
         try:
