@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
 """A counting SMTP sink with random faults, for the soak (bench/soak.py); runs as a process.
 
-It speaks ESMTP with PIPELINING and keeps nothing but the ``X-Bench-Id`` of each message it
-answered 250 to the end of DATA for (appended to ``--delivered FILE``): the soak checks that
-every message a client saw 250 for is there. Faults, each with its probability per command:
+It speaks ESMTP with PIPELINING (DATA without an accepted RCPT gets 554, RFC 2920) and keeps
+nothing but a line per message it stored, appended to ``--delivered FILE``: the message's
+``X-Bench-Id``, the client address it came from, and ``noreply`` when the connection was then
+dropped without a reply. A message is stored *before* its 250 is sent, as an MTA commits it
+before answering: every message a client saw 250 for must be there (the soak and
+tests/test_bench_tools.py check it with :func:`reconcile`). Faults, each with its probability
+per command:
 
-  --tempfail-rcpt P   451 4.3.0 to RCPT
-  --tempfail-dot  P   451 4.3.0 after the message (nothing delivered)
-  --drop-dot      P   close the connection after the message, with no reply (nothing delivered)
-  --slow          P   wait --slow-s seconds (uniform 0..S) before a reply
+  --tempfail-rcpt   P   451 4.3.0 to RCPT
+  --tempfail-dot    P   451 4.3.0 after the message (nothing stored)
+  --drop-dot        P   close the connection after the message, with no reply (nothing stored)
+  --drop-stored     P   store the message, then close the connection with no reply (the
+                        client does not know it was delivered: it would send it again)
+  --slow            P   wait --slow-s seconds (uniform 0..S) before a reply
+
+On SIGTERM/SIGINT it prints one JSON object: how often each fault fired, messages stored,
+sessions, and peers (how many distinct client addresses connected).
 
     python bench/faultsink.py --port 20600 --delivered /tmp/delivered.txt
 """
@@ -18,8 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import signal
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 EHLO = b"250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n"
@@ -31,43 +45,65 @@ class Sink:
         self.a = a
         self.out = out
         self.rng = random.Random(a.seed)
-        self.delivered = 0
+        self.stats: Counter[str] = Counter()
+        self.peers: set[str] = set()  # the distinct client addresses of the sessions
 
-    def roll(self, p: float) -> bool:
-        return p > 0 and self.rng.random() < p
+    def roll(self, fault: str) -> bool:
+        p: float = getattr(self.a, fault)
+        if p > 0 and self.rng.random() < p:
+            self.stats[fault] += 1
+            return True
+        return False
 
     async def reply(self, w: asyncio.StreamWriter, line: bytes) -> None:
-        if self.roll(self.a.slow):
+        if self.roll("slow"):
             await w.drain()
             await asyncio.sleep(self.rng.uniform(0, self.a.slow_s))
         w.write(line)
 
+    def store(self, data: bytes, peer: str, replied: bool) -> None:
+        data = b"\r\n" + data  # the id may be the first header
+        i = data.find(ID)
+        ident = data[i + len(ID) : data.index(b"\r\n", i + len(ID))] if i >= 0 else b"?"
+        self.out.write(b"%s %s%s\n" % (ident, peer.encode(), b"" if replied else b" noreply"))
+        self.stats["stored"] += 1
+
     async def session(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.stats["sessions"] += 1
+        peer = str((w.get_extra_info("peername") or ("?",))[0])
+        self.peers.add(peer)
+        rcpts = 0  # recipients accepted in this transaction
         try:
             w.write(b"220 sink.bench.test ESMTP\r\n")
             while line := await r.readline():
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
                     w.write(EHLO if verb == b"EHLO" else b"250 sink.bench.test\r\n")
-                elif verb == b"RCPT" and self.roll(self.a.tempfail_rcpt):
+                elif verb == b"RCPT" and self.roll("tempfail_rcpt"):
                     await self.reply(w, b"451 4.3.0 fault: rcpt\r\n")
                 elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP", b"XCLI"):
+                    if verb == b"RCPT":
+                        rcpts += 1
+                    elif verb != b"NOOP":
+                        rcpts = 0
                     await self.reply(w, b"250 2.0.0 Ok\r\n")
+                elif verb == b"DATA" and not rcpts:
+                    await self.reply(w, b"554 5.5.1 no valid recipients\r\n")
                 elif verb == b"DATA":
+                    rcpts = 0
                     await self.reply(w, b"354 go ahead\r\n")
                     await w.drain()
                     data = await r.readuntil(b"\r\n.\r\n")
-                    if self.roll(self.a.drop_dot):
+                    if self.roll("drop_dot"):
                         return
-                    if self.roll(self.a.tempfail_dot):
+                    if self.roll("drop_stored"):
+                        self.store(data, peer, replied=False)
+                        return
+                    if self.roll("tempfail_dot"):
                         await self.reply(w, b"451 4.3.0 fault: dot\r\n")
                         continue
+                    self.store(data, peer, replied=True)  # stored before the 250 is sent
                     await self.reply(w, b"250 2.0.0 Ok queued\r\n")
-                    await w.drain()  # written before it counts as delivered
-                    i = data.find(ID)
-                    ident = data[i + len(ID) : data.index(b"\r\n", i + len(ID))] if i >= 0 else b"?"
-                    self.out.write(ident + b"\n")
-                    self.delivered += 1
                 elif verb == b"QUIT":
                     w.write(b"221 2.0.0 Bye\r\n")
                     break
@@ -93,6 +129,44 @@ class Sink:
         self.out.flush()
 
 
+@dataclass(frozen=True)
+class Delivery:
+    peer: str  # the client address the message came from
+    replied: bool  # False: the sink dropped the connection instead of answering 250
+
+
+def read_delivered(paths: Iterable[Path]) -> tuple[dict[str, Delivery], int]:
+    """The messages in ``--delivered`` files, by id; and how many ids were stored more than once."""
+    out: dict[str, Delivery] = {}
+    dup = 0
+    for p in paths:
+        if not p.exists():
+            continue
+        for line in p.read_text().splitlines():
+            ident, peer, *flag = line.split()
+            dup += ident in out
+            out[ident] = Delivery(peer, replied=not flag)
+    return out, dup
+
+
+def reconcile(acked: Iterable[str], delivered: Mapping[str, Delivery]) -> dict[str, list[str]]:
+    """Compare the ids a client saw 250 for with what the sink stored.
+
+    - ``lost``: acknowledged but not at the sink. Always a failure.
+    - ``stored_noreply``: stored, then the sink dropped the connection before answering: the
+      client was not told, would send it again, nothing is lost. Allowed.
+    - ``replied_not_acked``: the sink answered 250 but the client did not record it. Allowed
+      behind a relay (the relay got the 250, its client lost the connection and will retry);
+      from a client talking to the sink directly, a 250 the client missed.
+    """
+    a = set(acked)
+    return {
+        "lost": sorted(a - delivered.keys()),
+        "stored_noreply": sorted(k for k, d in delivered.items() if k not in a and not d.replied),
+        "replied_not_acked": sorted(k for k, d in delivered.items() if k not in a and d.replied),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, required=True)
@@ -100,6 +174,7 @@ def main() -> None:
     ap.add_argument("--tempfail-rcpt", type=float, default=0.0)
     ap.add_argument("--tempfail-dot", type=float, default=0.0)
     ap.add_argument("--drop-dot", type=float, default=0.0)
+    ap.add_argument("--drop-stored", type=float, default=0.0)
     ap.add_argument("--slow", type=float, default=0.0)
     ap.add_argument("--slow-s", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=15)
@@ -109,7 +184,9 @@ def main() -> None:
 
         uvloop.install()
     with open(a.delivered, "ab") as out:
-        asyncio.run(Sink(a, out).serve())
+        sink = Sink(a, out)
+        asyncio.run(sink.serve())
+    print(json.dumps({**sink.stats, "peers": len(sink.peers)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ A message is ``--size`` bytes of text like smtp-source's ``-l`` (default: a 4-li
 one of a pickled pool (``--pool FILE``, list of ``(source, helo, mail_from, rcpt, bytes)``:
 W5-real's signed mail; a session then connects from, and greets with, its first message's
 client address and name). Every message carries a unique ``X-Bench-Id``; with ``--acked FILE``
-each process writes the ids the server answered 250 to DATA for (the soak compares them with
-what the sink got).
+each process writes a line per message the server answered 250 to DATA for: its id and the
+address the connection was bound to (the soak and tests/test_bench_tools.py compare them with
+what the sink got, bench/faultsink.py's ``reconcile``).
 
 ``--rate R`` paces the start of messages at R per second overall (the soak); without it every
 session sends as fast as the server answers. A session that takes longer than
@@ -20,8 +21,11 @@ session sends as fast as the server answers. A session that takes longer than
 
     python bench/loadgen.py --port 20602 --count 8000 --sessions 50 --size 4096 --sources 1000
 
-Prints one JSON object: count, wall_s, rate, ok (250 after DATA), tempfail, reject, errors
-(connection lost or unexpected reply), hung.
+Prints one JSON object: count, wall_s, rate, and the outcome of every message, one each
+(ok + tempfail + reject + errors = count): ok (250 after DATA), tempfail (the first 4xx of its
+transaction), reject (5xx), errors (connection lost or session hung while it was in flight, or
+an unexpected reply); then hung (sessions that passed ``--session-timeout``) and late_errors
+(sessions lost after their last message had its answer, e.g. at QUIT: no message affected).
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class Counts:
     reject: int = 0
     errors: int = 0
     hung: int = 0
+    late_errors: int = 0
 
 
 class Gen:
@@ -102,16 +107,21 @@ class Gen:
             if delay > 0:
                 await asyncio.sleep(delay)
 
-    async def session(self, k: int, first: int) -> None:
+    async def session(self, k: int, cur: list[int | None]) -> None:
+        """One connection; ``cur[0]``: the message in flight (None once it has its answer)."""
+        first = cur[0]
+        assert first is not None
         src = self.src[k % len(self.src)] if self.src else None
         helo = HELO
         if self.pool:
             src, helo = self.pool[first % len(self.pool)][:2]
         r, w = await asyncio.open_connection("127.0.0.1", self.a.port, local_addr=(src, 0) if src else None)
+        bound = str(w.get_extra_info("sockname")[0])  # the address the kernel really used
         try:
             banner = await reply(r)
             if not banner.startswith(b"2"):
                 self.tally(banner)
+                cur[0] = None
                 return
             w.write(f"EHLO {helo}\r\n".encode())
             ehlo = await reply(r, lines=True)
@@ -119,9 +129,9 @@ class Gen:
             i: int | None = first
             sent = 0
             while i is not None:
-                await self.transaction(r, w, i, pipelining)
+                await self.transaction(r, w, i, pipelining, bound, cur)
                 sent += 1
-                i = self.take() if sent < self.a.per_session else None
+                i = cur[0] = self.take() if sent < self.a.per_session else None
                 if i is not None:
                     await self.pace(i)
             w.write(b"QUIT\r\n")
@@ -131,7 +141,15 @@ class Gen:
             with contextlib.suppress(ConnectionError, OSError):
                 await w.wait_closed()
 
-    async def transaction(self, r: asyncio.StreamReader, w: asyncio.StreamWriter, i: int, pipe: bool) -> None:
+    async def transaction(
+        self,
+        r: asyncio.StreamReader,
+        w: asyncio.StreamWriter,
+        i: int,
+        pipe: bool,
+        bound: str,
+        cur: list[int | None],
+    ) -> None:
         mail_from, rcpt, data, ident = self.message(i)
         cmds = [f"MAIL FROM:<{mail_from}>\r\n".encode(), f"RCPT TO:<{rcpt}>\r\n".encode(), b"DATA\r\n"]
         if pipe:
@@ -145,15 +163,17 @@ class Gen:
                 if not codes[-1].startswith(b"2"):
                     break
         if not codes[-1].startswith(b"354"):
-            self.tally(next(c for c in codes if not c.startswith((b"2", b"3"))))
+            self.tally(next((c for c in codes if not c.startswith((b"2", b"3"))), codes[-1]))
+            cur[0] = None
             w.write(b"RSET\r\n")
             await reply(r)
             return
         w.write(data + b".\r\n")
         final = await reply(r)
         self.tally(final)
+        cur[0] = None
         if final.startswith(b"250") and self.acked is not None:
-            self.acked.write(ident + "\n")
+            self.acked.write(f"{ident} {bound}\n")
 
     def tally(self, code: bytes) -> None:
         c = self.counts
@@ -169,12 +189,17 @@ class Gen:
     async def worker(self, k: int) -> None:
         while (i := self.take()) is not None:
             await self.pace(i)
+            cur: list[int | None] = [i]
             try:
-                await asyncio.wait_for(self.session(k, i), self.a.session_timeout)
+                await asyncio.wait_for(self.session(k, cur), self.a.session_timeout)
             except TimeoutError:
                 self.counts.hung += 1
+                self.counts.errors += cur[0] is not None
             except (ConnectionError, OSError, asyncio.IncompleteReadError):
-                self.counts.errors += 1
+                if cur[0] is not None:
+                    self.counts.errors += 1
+                else:
+                    self.counts.late_errors += 1
             k += self.a.sessions * self.a.procs
 
     async def run(self) -> dict[str, Any]:
@@ -184,6 +209,16 @@ class Gen:
         if self.acked is not None:
             self.acked.close()
         return {"count": self.total, "wall_s": wall, **asdict(self.counts)}
+
+
+def read_acked(paths: list[Path]) -> dict[str, str]:
+    """The ``--acked`` files (one per process): message id -> the address it was sent from."""
+    out: dict[str, str] = {}
+    for p in paths:
+        for line in p.read_text().splitlines() if p.exists() else []:
+            ident, _, bound = line.partition(" ")
+            out[ident] = bound
+    return out
 
 
 async def reply(r: asyncio.StreamReader, lines: bool = False) -> bytes:

@@ -18,10 +18,15 @@ steady load with faults downstream and in DNS, watched every ``--interval`` seco
 Every interval: RSS and open descriptors of spamgate's process tree, the event-loop lag (mean
 over the interval, from spamgate_event_loop_lag_seconds on /metrics), the store's size on disk
 (SQLite file + WAL), messages acknowledged so far, the load average. The run fails when, after
-``--warmup`` minutes, RSS grows more than 5 % (median of the last 3 samples against the first
-3), descriptors grow (same medians, more than 10 over the first 3 samples' maximum), any
-message a client got 250 for is missing at the sink, or any session hangs (no end within
-``--session-timeout``).
+``--warmup`` minutes (:func:`verdict`, rules in ``CRITERIA``):
+
+- RSS grows more than 5 % (median of the last 3 samples against the first 3);
+- descriptors grow (median of the last 3 more than 10 over the first 3 samples' maximum);
+- the store keeps growing: the median of the last 3 samples is more than 10 % + 4 MiB above
+  the largest size seen in the first half of the time after the warm-up (judged when that
+  half is at least one ``store.purge_interval`` long; see bench/README.md for why);
+- any message a client got 250 for is missing at the sink, or any session hangs (no end
+  within ``--session-timeout``).
 
     .venv/bin/python bench/soak.py [--minutes 30] [--warmup 5] [--rate R]
 
@@ -44,8 +49,9 @@ from pathlib import Path
 from typing import Any
 
 import realmail
+from faultsink import read_delivered, reconcile
 from honest import ADMIN, HONEST_CONFIG, honest_env
-from loadgen import loadgen
+from loadgen import loadgen, read_acked
 from measure import machine, tree_pids, tree_rss_kb
 from procs import PORTS, ROOT, Proc, check_ports_free, start_spamgate, wait_banner
 
@@ -54,6 +60,19 @@ HERE = Path(__file__).resolve().parent
 FAULTS = ["--tempfail-rcpt", "0.01", "--tempfail-dot", "0.01", "--drop-dot", "0.005", "--slow", "0.02"]
 RSS_LIMIT = 0.05
 FD_SLACK = 10
+STORE_LIMIT = 0.10
+STORE_SLACK = 4 * 2**20  # one WAL autocheckpoint (1000 pages of 4 KiB): a held-back checkpoint
+PURGE_INTERVAL_S = 300.0  # store.purge_interval of spamgate-honest.toml (the default, 5m)
+CRITERIA = (
+    f"RSS: median of the last 3 samples at most {RSS_LIMIT:.0%} above the median of the first 3 "
+    "after the warm-up",
+    f"descriptors: median of the last 3 samples at most {FD_SLACK} above the maximum of the first 3",
+    f"store (SQLite file + WAL): median of the last 3 samples at most {STORE_LIMIT:.0%} + "
+    f"{STORE_SLACK // 2**20} MiB above the maximum of the first half after the warm-up (which "
+    "must span one store.purge_interval, else not judged)",
+    "no message acknowledged to the client (250 after DATA) missing at the sink",
+    "no session hung",
+)
 
 
 def flaky_dns() -> Any:
@@ -96,17 +115,16 @@ def store_bytes(rundir: Path) -> int:
     return sum(p.stat().st_size for p in rundir.glob(f"{NAME}.db*"))
 
 
-def lines(paths: list[Path]) -> set[str]:
-    out: set[str] = set()
-    for p in paths:
-        if p.exists():
-            out.update(x for x in p.read_text().split("\n") if x)
-    return out
-
-
-def verdict(samples: list[dict[str, Any]], warmup_s: float, lost: int, hung: int) -> dict[str, Any]:
+def verdict(
+    samples: list[dict[str, Any]],
+    warmup_s: float,
+    lost: int,
+    hung: int,
+    purge_interval_s: float = PURGE_INTERVAL_S,
+) -> dict[str, Any]:
+    """PASS/FAIL of a soak: ``failures`` is empty when it passed; ``criteria`` says what was checked."""
     after = [s for s in samples if s["t"] >= warmup_s]
-    res: dict[str, Any] = {"lost": lost, "hung": hung, "failures": []}
+    res: dict[str, Any] = {"lost": lost, "hung": hung, "failures": [], "criteria": list(CRITERIA)}
     if len(after) < 6:
         res["failures"].append(f"only {len(after)} samples after the warm-up (need 6)")
         return res
@@ -119,11 +137,40 @@ def verdict(samples: list[dict[str, Any]], warmup_s: float, lost: int, hung: int
         res["failures"].append(f"RSS grew {rss1 / rss0 - 1:.1%} after the warm-up (limit {RSS_LIMIT:.0%})")
     if fd1 > fd_max0 + FD_SLACK:
         res["failures"].append(f"descriptors grew: {fd_max0} -> {fd1}")
+    store_check(after, purge_interval_s, res)
     if lost:
         res["failures"].append(f"{lost} acknowledged messages missing at the sink")
     if hung:
         res["failures"].append(f"{hung} sessions hung")
     return res
+
+
+def store_check(after: list[dict[str, Any]], purge_interval_s: float, res: dict[str, Any]) -> None:
+    """The store must not keep growing after the warm-up. Its files are high-water marks (purged
+    pages are reused, not returned; the WAL restarts from its beginning after a checkpoint),
+    and the maximum over a window of at least one purge interval holds a whole cycle of fill,
+    purge and WAL reuse: the end may not rise above that peak by more than the limit."""
+    t0, t1 = after[0]["t"], after[-1]["t"]
+    half = (t1 - t0) / 2
+    if half < purge_interval_s:
+        res["store_judged"] = False
+        res["store_note"] = (
+            f"store not judged: the first half after the warm-up is {half / 60:.1f} min, shorter than "
+            f"one store.purge_interval ({purge_interval_s / 60:g} min)"
+        )
+        return
+    ref = max(s["store_bytes"] for s in after if s["t"] <= t0 + half)
+    end = statistics.median(s["store_bytes"] for s in after[-3:])
+    limit = ref * (1 + STORE_LIMIT) + STORE_SLACK
+    res.update(
+        store_judged=True, store_ref_max_bytes=ref, store_end_bytes=end, store_limit_bytes=round(limit)
+    )
+    res["store_growth"] = round(end / ref - 1, 4) if ref else None
+    if end > limit:
+        res["failures"].append(
+            f"store kept growing after the warm-up: {end / 2**20:.1f} MiB at the end, the first half's "
+            f"maximum {ref / 2**20:.1f} MiB (limit {limit / 2**20:.1f} MiB)"
+        )
 
 
 def plot(samples: list[dict[str, Any]], warmup_s: float, out: Path, title: str) -> None:
@@ -231,17 +278,24 @@ def main() -> int:
         for p in procs.values():
             p.stop()
         dns.close()
-    acked = lines(list(rundir.glob("acked.*")))
-    delivered = {x for x in lines([rundir / "delivered"]) if x.startswith("soak.")}
-    res = verdict(samples, args.warmup * 60, len(acked - delivered), result["hung"])
+    acked = read_acked(list(rundir.glob("acked.*")))
+    stored, dup = read_delivered([rundir / "delivered"])
+    delivered = {k: v for k, v in stored.items() if k.startswith("soak.")}
+    rec = reconcile(acked, delivered)
+    res = verdict(samples, args.warmup * 60, len(rec["lost"]), result["hung"])
     res.update(load=result, rate=rate, idle_after=idle, acked=len(acked), delivered=len(delivered))
     # delivered downstream but not acknowledged to the client (the client would send it again)
-    res["delivered_not_acked"] = len(delivered - acked)
+    res["delivered_not_acked"] = len(rec["stored_noreply"]) + len(rec["replied_not_acked"])
+    res["stored_twice_at_sink"] = dup
+    res["lost_ids"] = rec["lost"][:20]
     (rundir / "result.json").write_text(json.dumps(res, indent=2))
     title = f"soak {stamp}: {args.minutes:g} min at {rate:g} msgs/s, faults downstream + DNS"
     plot(samples, args.warmup * 60, rundir / "soak.png", title)
     print(json.dumps(res, indent=2))
     print(f"results: {rundir}")
+    print("criteria:\n  " + "\n  ".join(res["criteria"]))
+    if "store_note" in res:
+        print(res["store_note"])
     print("PASS" if not res["failures"] else "FAIL: " + "; ".join(res["failures"]))
     return 0 if not res["failures"] else 1
 
