@@ -13,6 +13,7 @@ from proxy.scan.clamd import ClamdAnswer, parse_answer
 from proxy.scan.rspamd import Envelope
 from proxy.scan.rspamd import parse_answer as rspamd_answer
 from proxy.scan.spamd import SpamdAnswer, read_answer
+from proxy.session.trace import remove_instances
 
 
 @pytest.mark.parametrize(
@@ -71,12 +72,14 @@ def test_rspamd_answer_and_envelope() -> None:
         b'{"action":"add header","score":7.5,"required_score":15,'
         b'"symbols":{"A":{"score":5.5,"options":["x"]},"B":{"score":2}},'
         b'"milter":{"add_headers":{"X-Spamd-Result":{"value":"v","order":0},'
-        b'"X-Two":[{"value":"1"},{"value":"2"}],"Bad Name:":"no"}}}'
+        b'"X-Two":[{"value":"1"},{"value":"2"}],"Bad Name:":"no"},'
+        b'"remove_headers":{"X-Spamd-Result":0,"X-Two":-1,"Bad:":0,"X-Str":"1"}}}'
     )
     a = rspamd_answer(body)
     assert (a.action, a.score, a.required) == ("add header", 7.5, 15.0)
     assert [(s.name, s.score, s.options) for s in a.symbols] == [("A", 5.5, ("x",)), ("B", 2.0, ())]
     assert a.add_headers == (("X-Spamd-Result", "v"), ("X-Two", "1"), ("X-Two", "2"))
+    assert a.remove_headers == (("X-Spamd-Result", 0), ("X-Two", -1))
     with pytest.raises(ScanError):
         rspamd_answer(b"<html>")
     env = Envelope("192.0.2.1", "mx.example", "", ("a@x.test", "b@x.test"), "", "ab.1")
@@ -108,3 +111,12 @@ def test_rspamd_symbol_list_is_bounded_and_ordered() -> None:
     )
     assert symbol_list(a, 10) == "NEG:-3.5,POS:2.12,A:0,Z:0"
     assert symbol_list(a, 2) == "NEG:-3.5,POS:2.12,+2"
+
+
+def test_remove_header_instances() -> None:
+    """rspamd's remove_headers orders: 0 every instance, n the n-th, -n the n-th from the end."""
+    msg = b"A: 1\r\nB: x\r\n  folded\r\nA: 2\r\nA: 3\r\nC: c\r\n\r\nA: body\r\n"
+    assert remove_instances(msg, [("a", 0)]) == b"B: x\r\n  folded\r\nC: c\r\n\r\nA: body\r\n"
+    assert remove_instances(msg, [("A", 2)]) == b"A: 1\r\nB: x\r\n  folded\r\nA: 3\r\nC: c\r\n\r\nA: body\r\n"
+    assert remove_instances(msg, [("A", -1), ("b", 1)]) == b"A: 1\r\nA: 2\r\nC: c\r\n\r\nA: body\r\n"
+    assert remove_instances(msg, [("A", 4), ("D", 0), ("A", -4)]) is msg

@@ -194,6 +194,20 @@ def test_rspamd_clean_gtube_headers_and_envelope(
     assert len(sink.messages) == 1
 
 
+def test_rspamd_removes_forged_headers(spamgate_factory: Factory, sink: Sink, rspamd_server: Rspamd) -> None:
+    """rspamd asks (milter.remove_headers) to remove the client's copies of the headers it adds:
+    with remove_headers a forged "X-Spamd-Result: ... [-100" does not reach the mailbox beside
+    rspamd's real one; without it, both do."""
+    forged = "X-Spamd-Result: default: False [-100.00 / 15.00]\r\n"
+    for remove, count in ((True, 1), (False, 2)):
+        sg = gate(spamgate_factory, sink, rsp(rspamd_server.address, add_headers=True, remove_headers=remove))
+        assert send_raw(sg.port, message(f"forged {remove}", extra=forged)).get("ok")
+        relayed = sink.messages[-1].data
+        assert relayed.count(b"X-Spamd-Result:") == count, relayed[:600]
+        assert (b"[-100.00 / 15.00]" in relayed) is (not remove)
+        sg.stop()
+
+
 def test_rspamd_action_mapping_and_observe(
     spamgate_factory: Factory,
     sink: Sink,

@@ -6,7 +6,8 @@ The envelope goes in request headers so rspamd sees the real transaction, not sp
 transaction's ref, so both logs carry the same id). The JSON answer gives the action
 (``no action``, ``greylist``, ``add header``, ``rewrite subject``, ``soft reject``,
 ``reject``), the score, the symbols with their scores and options, and under ``milter`` the
-headers rspamd would add.
+headers rspamd would add and those it would remove (name -> which instance: 0 all, n the n-th,
+-n the n-th from the end).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class RspamdAnswer:
     required: float
     symbols: tuple[RspamdSymbol, ...] = ()
     add_headers: tuple[tuple[str, str], ...] = ()
+    remove_headers: tuple[tuple[str, int], ...] = ()
     message: str = ""  # rspamd's smtp_message, if any
     skipped: bool = False
 
@@ -79,6 +81,17 @@ def _headers(milter: Any) -> tuple[tuple[str, str], ...]:
     return tuple(out[:20])
 
 
+def _removals(milter: Any) -> tuple[tuple[str, int], ...]:
+    """``milter.remove_headers``: name -> instance (0 every one, n the n-th, -n from the end)."""
+    if not isinstance(milter, dict) or not isinstance(milter.get("remove_headers"), dict):
+        return ()
+    out: list[tuple[str, int]] = []
+    for name, order in milter["remove_headers"].items():
+        if isinstance(name, str) and _FIELD_NAME.match(name) and type(order) is int:
+            out.append((name, order))
+    return tuple(out[:20])
+
+
 def parse_answer(body: bytes) -> RspamdAnswer:
     try:
         data = orjson.loads(body)
@@ -102,6 +115,7 @@ def parse_answer(body: bytes) -> RspamdAnswer:
         required=float(data.get("required_score") or 0.0),
         symbols=tuple(symbols),
         add_headers=_headers(data.get("milter")),
+        remove_headers=_removals(data.get("milter")),
         message=message if isinstance(message, str) else "",
         skipped=bool(data.get("is_skipped")),
     )

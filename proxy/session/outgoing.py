@@ -13,6 +13,7 @@ from proxy.session.trace import (
     add_subject_prefix,
     header,
     received_header,
+    remove_instances,
     strip_fields,
     strip_own_auth_results,
 )
@@ -32,6 +33,7 @@ def prepare_message(
     message, _ = strip_own_auth_results(message, gen.authserv_id)
     own = [n for n in (pol.header_symbols, pol.header_score, pol.tag_header, dpol.tag_header) if n]
     message = strip_fields(message, own, ("x-spamgate-",))
+    message = remove_instances(message, txn.notes.get("remove_headers", ()))
     if verdict.action == Action.TAG and dpol.tag_subject_prefix:
         message = add_subject_prefix(message, dpol.tag_subject_prefix)
     extra = [received_header(conn, txn, gen.config.server.hostname)]

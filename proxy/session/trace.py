@@ -159,3 +159,27 @@ def add_subject_prefix(message: bytes, prefix: str) -> bytes:
     if m is None:
         return b"Subject: " + p.rstrip() + b"\r\n" + message
     return message[: m.end()] + p + message[m.end() :]
+
+
+def remove_instances(message: bytes, removals: list[tuple[str, int]] | tuple[tuple[str, int], ...]) -> bytes:
+    """Remove header fields by name and instance (rspamd's ``remove_headers``): 0 removes every
+    field of that name, n the n-th (from 1), -n the n-th from the end. The body is untouched."""
+    if not removals:
+        return message
+    end = message.find(b"\r\n\r\n")
+    head = message if end < 0 else message[: end + 2]
+    fields = _split_fields(head)
+    names = [f.split(b":", 1)[0].strip().lower() if b":" in f else b"" for f in fields]
+    drop: set[int] = set()
+    for name, order in removals:
+        at = [i for i, n in enumerate(names) if n == name.lower().encode()]
+        if order == 0:
+            drop.update(at)
+        elif 0 < order <= len(at):
+            drop.add(at[order - 1])
+        elif order < 0 and -order <= len(at):
+            drop.add(at[order])
+    if not drop:
+        return message
+    rest = b"" if end < 0 else message[end + 2 :]
+    return b"".join(f for i, f in enumerate(fields) if i not in drop) + rest

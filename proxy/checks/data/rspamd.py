@@ -7,7 +7,10 @@ scores, the largest first, at most ``max_symbols``), one symbol for rspamd's act
 ``RSPAMD_SOFT_REJECT``, ``rewrite subject``/``add header`` -> ``RSPAMD_ADD_HEADER``,
 ``greylist`` -> ``RSPAMD_GREYLIST``; evidence ``score/required``), ``RSPAMD_TEMPERROR{why}``
 and ``RSPAMD_SKIPPED{size>limit}``. With ``add_headers`` the headers rspamd asks for (its
-``milter.add_headers``, e.g. ``X-Spamd-Result``) are added to the relayed message.
+``milter.add_headers``, e.g. ``X-Spamd-Result``) are added to the relayed message; with
+``remove_headers`` the client's copies of the headers rspamd asks to remove (its
+``milter.remove_headers``: by default its own headers, so a forged ``X-Spamd-Result`` does not
+reach the mailbox beside the real one) are removed first.
 """
 
 from __future__ import annotations
@@ -94,6 +97,11 @@ class RspamdOptions(OffByDefault):
         "RSPAMD_SOFT_REJECT, RSPAMD_ADD_HEADER, RSPAMD_GREYLIST; '' or absent: none.",
     )
     add_headers: bool = opt(False, "Add the headers rspamd asks for (X-Spamd-Result...) to the message.")
+    remove_headers: bool = opt(
+        False,
+        "Remove from the message the headers rspamd asks to remove (its milter.remove_headers: "
+        "by default the client's copies of the headers it adds, e.g. a forged X-Spamd-Result).",
+    )
     max_symbols: int = opt(30, "rspamd symbols listed in RSPAMD_SYMBOLS' evidence (largest scores first).")
 
 
@@ -160,4 +168,6 @@ class RspamdCheck(Check):
             out.append(mapped.hit(f"{_fmt(answer.score)}/{_fmt(answer.required)}"))
         if opts.add_headers and answer.add_headers:
             txn.notes.setdefault("add_headers", []).extend(answer.add_headers)
+        if opts.remove_headers and answer.remove_headers:
+            txn.notes.setdefault("remove_headers", []).extend(answer.remove_headers)
         return out
