@@ -3,8 +3,12 @@ downstream, access rules by recipient / sender / client, reload on change and on
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +18,7 @@ import redis
 
 from proxy.state.tables import FingerprintSet, load_recipients, parse_access
 from tests.harness.clients import message, smtp
-from tests.harness.proc import Spamgate
+from tests.harness.proc import ROOT, Spamgate
 from tests.harness.redis_server import RedisServer
 from tests.harness.sink import Sink
 
@@ -182,3 +186,30 @@ def test_tables_from_redis_for_a_fleet(
     sg.wait_log("table_reloaded", table="recipients")
     assert _rcpt(sg.port, "eve@red.test")[0] == 250
     r.close()
+
+
+def test_check_config_reads_the_tables(tmp_path: Path) -> None:
+    """check-config reads every table as start would: a bad line is named with its file and
+    line, a missing file is refused, good tables pass."""
+    good, bad = tmp_path / "access", tmp_path / "bad-access"
+    good.write_text("client:192.0.2.0/24 REJECT Network blocked\nfrom:<> DEFER\n")
+    bad.write_text("from:<> DEFER\nclient:notanip REJECT x\n")
+    (tmp_path / "recipients").write_text("bob@example.org\n")
+
+    def check(**tables: list[str]) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / "c.toml"
+        lines = [f"{k} = {json.dumps(v)}" for k, v in tables.items()]
+        cfg.write_text('[relay]\ndownstream = "127.0.0.1:25"\n[tables]\n' + "\n".join(lines) + "\n")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        argv = [sys.executable, "-m", "proxy", "check-config", "--config", str(cfg)]
+        return subprocess.run(argv, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+
+    ok = check(access_files=[str(good)], recipient_files=[str(tmp_path / "recipients")])
+    assert ok.returncode == 0, ok.stderr
+    failed = check(access_files=[str(bad)])
+    assert failed.returncode == 1
+    assert f"{bad}:2:" in failed.stderr
+    assert "notanip" in failed.stderr
+    missing = check(recipient_files=[str(tmp_path / "nope")])
+    assert missing.returncode == 1
+    assert "nope" in missing.stderr
