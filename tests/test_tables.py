@@ -202,7 +202,9 @@ def test_check_config_reads_the_tables(tmp_path: Path) -> None:
         cfg.write_text('[relay]\ndownstream = "127.0.0.1:25"\n[tables]\n' + "\n".join(lines) + "\n")
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         argv = [sys.executable, "-m", "proxy", "check-config", "--config", str(cfg)]
-        return subprocess.run(argv, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+        return subprocess.run(
+            argv, check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60
+        )
 
     ok = check(access_files=[str(good)], recipient_files=[str(tmp_path / "recipients")])
     assert ok.returncode == 0, ok.stderr
