@@ -11,9 +11,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.harness.admin import sample, wait_sample
 from tests.harness.clients import message, smtp
 from tests.harness.dns_server import DnsTestServer
-from tests.harness.proc import Spamgate
+from tests.harness.proc import Spamgate, free_port
 from tests.harness.sink import Sink
 
 Factory = Callable[..., Spamgate]
@@ -47,7 +48,13 @@ def test_failover_then_recovery(spamgate_factory: Factory, sinks: list[Sink]) ->
     """The first downstream goes down mid-run: the client never notices; it comes back after down_time."""
     a, b = sinks
     route = {"domains": ["*"], "downstreams": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]}
-    sg = spamgate_factory({"relay": {"routes": [route], "down_time": "1s", "local_domains": DOMAINS}})
+    admin = free_port()
+    sg = spamgate_factory(
+        {
+            "relay": {"routes": [route], "down_time": "1s", "local_domains": DOMAINS},
+            "metrics": {"listen": f"127.0.0.1:{admin}"},
+        }
+    )
     assert _send(sg.port, ["bob@example.test"], "one")["DATA"][0] == 250
     assert (len(a.messages), len(b.messages)) == (1, 0)
     a.stop()
@@ -59,6 +66,8 @@ def test_failover_then_recovery(spamgate_factory: Factory, sinks: list[Sink]) ->
     down = sg.wait_log("downstream_down")
     assert down[0]["downstream"] == f"127.0.0.1:{a.port}"
     assert len(sg.events("downstream_down")) == 1  # marked down once, then skipped
+    body = wait_sample(admin, "spamgate_downstream_down_total", 1)
+    assert sample(body, "spamgate_downstream_down_total", route="*", downstream=f"127.0.0.1:{a.port}") == 1
     a.start()
     time.sleep(1.1)
     assert _send(sg.port, ["bob@example.test"], "back")["DATA"][0] == 250

@@ -17,8 +17,9 @@ import pytest
 import redis
 
 from proxy.state.tables import FingerprintSet, load_recipients, parse_access
+from tests.harness.admin import sample, wait_sample
 from tests.harness.clients import message, smtp
-from tests.harness.proc import ROOT, Spamgate
+from tests.harness.proc import ROOT, Spamgate, free_port
 from tests.harness.redis_server import RedisServer
 from tests.harness.sink import Sink
 
@@ -56,7 +57,14 @@ def _rcpt(
 
 def test_tables_at_rcpt_and_reload_on_change(spamgate_factory: Factory, sink: Sink, tmp_path: Path) -> None:
     tables = {**_files(tmp_path), "reload_interval": "200ms"}
-    sg = spamgate_factory({"relay": {"downstream": f"127.0.0.1:{sink.port}"}, "tables": tables})
+    admin = free_port()
+    sg = spamgate_factory(
+        {
+            "relay": {"downstream": f"127.0.0.1:{sink.port}"},
+            "tables": tables,
+            "metrics": {"listen": f"127.0.0.1:{admin}"},
+        }
+    )
     assert _rcpt(sg.port, "bob@example.test")[0] == 250
     code, text = _rcpt(sg.port, "nobody@example.test")
     assert (code, text[:5]) == (550, b"5.1.1")
@@ -86,9 +94,13 @@ def test_tables_at_rcpt_and_reload_on_change(spamgate_factory: Factory, sink: Si
         f.write("nobody@example.test\n")
     sg.wait_log("table_reloaded", table="recipients")
     assert _rcpt(sg.port, "nobody@example.test")[0] == 250
+    body = wait_sample(admin, "spamgate_table_loads_total", 2, table="recipients", outcome="ok")
+    assert sample(body, "spamgate_table_entries", table="recipients") == 4  # bob, vip, @catchall, nobody
     # A broken file keeps the previous table (logged).
     (tmp_path / "access").write_text("nonsense\n")
     sg.wait_log("table_reload_failed", table="access")
+    body = wait_sample(admin, "spamgate_table_loads_total", 1, table="access", outcome="failed")
+    assert sample(body, "spamgate_table_loads_total", table="access", outcome="failed") >= 1
     assert _rcpt(sg.port, "bob@example.test", sender="x@spammer.test")[0] == 554
 
 

@@ -104,6 +104,25 @@ class _Metrics:
             ["reason"],
             registry=reg,
         )
+        self.downstream_down = Counter(
+            "spamgate_downstream_down",
+            "A downstream of a route with several marked down for relay.down_time (failover to the next).",
+            ["route", "downstream"],
+            registry=reg,
+        )
+        self.table_entries = Gauge(
+            "spamgate_table_entries",
+            "Entries in a routing table (domains, recipients, access) after its last load.",
+            ["table"],
+            registry=reg,
+            multiprocess_mode="mostrecent" if multi else "all",
+        )
+        self.table_loads = Counter(
+            "spamgate_table_loads",
+            "Loads of a routing table, at start and on change (outcome ok or failed: the old contents stay).",
+            ["table", "outcome"],
+            registry=reg,
+        )
         self.store_errors = Counter(
             "spamgate_store_errors",
             "Store calls that failed or timed out, by backend and operation.",
@@ -238,6 +257,23 @@ def history_dropped() -> None:
     """A transaction the console's history had no room for (its write queue was full)."""
     if _m is not None:
         _m.history_dropped.inc()
+
+
+def downstream_down(route: str, downstream: str) -> None:
+    """A downstream marked down: the route fails over to its next one."""
+    if _m is not None:
+        _m.downstream_down.labels(route, downstream).inc()
+
+
+def table_loaded(table: str, entries: int | None) -> None:
+    """A routing table (re)loaded with ``entries`` entries, or failed to load (None)."""
+    if _m is None:
+        return
+    if entries is None:
+        _m.table_loads.labels(table, "failed").inc()
+        return
+    _m.table_loads.labels(table, "ok").inc()
+    _m.table_entries.labels(table).set(entries)
 
 
 def store_error(backend: str, operation: str) -> None:

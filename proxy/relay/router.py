@@ -27,6 +27,7 @@ import structlog
 
 from proxy.config.fields import ConfigError, parse_hostport
 from proxy.config.schema import RelayConfig, RouteConfig
+from proxy.observability import metrics
 from proxy.relay.base import ClientIdentity, Downstream
 from proxy.relay.lmtp import LmtpDownstream
 from proxy.relay.maildir import MaildirDownstream
@@ -257,6 +258,7 @@ class Router:
                 ep.failures += 1
                 ep.down_until = time.monotonic() + self.cfg.down_time
                 log.warning("downstream_down", downstream=ep.name, route=route.name, reply=str(reply))
+                metrics.downstream_down(route.name, ep.name)
         if held is not None:
             self.release(held)
         return None, (DOWNSTREAM_UNAVAILABLE if several else last)

@@ -32,6 +32,8 @@ from typing import Any
 
 import structlog
 
+from proxy.observability import metrics
+
 log = structlog.get_logger("spamgate")
 _MASK = (1 << 64) - 1
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -299,6 +301,16 @@ class Tables:
         else:
             self.access = load_access(paths, fetched)
         self._stamps[name] = stamp
+        metrics.table_loaded(name, self.entries(name))
+
+    def entries(self, name: str) -> int:
+        """How many entries the table ``name`` holds now."""
+        if name == "domains":
+            return len(self.domains)
+        if name == "recipients":
+            r = self.recipients
+            return 0 if r is None else len(r.users) + len(r.catch_all)
+        return len(self.access.exact) + len(self.access.networks)
 
     def load_all(self, fetched: Fetched | None = None) -> None:
         for name in self.files:
@@ -356,6 +368,7 @@ class Tables:
                     except (OSError, ValueError, UnicodeError) as exc:
                         self._stamps[name] = self._stamp(name)  # do not retry a bad file every tick
                         log.error("table_reload_failed", table=name, error=str(exc))
+                        metrics.table_loaded(name, None)
                         continue
                     log.info("table_reloaded", table=name, files=self.files[name])
 
@@ -372,6 +385,8 @@ class Tables:
                 log.info("table_reloaded", table=name, files=self.files[name])
         except Exception as exc:  # Redis down or a bad entry: keep the tables we have
             log.error("table_reload_failed", table="redis", error=repr(exc))
+            for name in self._redis_names():
+                metrics.table_loaded(name, None)
 
     async def stop(self) -> None:
         if self._task is not None:
