@@ -66,6 +66,13 @@ async def test_window_counts_and_reads(store: Store) -> None:
     assert await store.window_hit("other", 60, 0) == 0
 
 
+async def test_window_hits_counts_several_windows_at_once(store: Store) -> None:
+    assert await store.window_hits([("a", 60), ("b", 60)]) == [1, 1]
+    assert await store.window_hits([("a", 60), ("c", 30)]) == [2, 1]
+    assert await store.window_hit("b", 60, 0) == 1
+    assert await store.window_hits([]) == []
+
+
 async def test_window_slides(store: Store) -> None:
     # 0.5 s window: after two full windows everything has slid out.
     for _ in range(4):

@@ -14,7 +14,9 @@ one operation land in one Redis Cluster slot.
 Operations (``now`` is Unix time in seconds, taken by the caller):
 - ``window_hit(name, window, cost)``: sliding-window counter (two fixed buckets weighted by the
   elapsed part of the current one); adds ``cost`` and returns the estimated count in the last
-  ``window`` seconds. ``cost = 0`` only reads.
+  ``window`` seconds. ``cost = 0`` only reads. ``window_hits([(name, window), ...])`` counts one
+  event in several windows at once (a rate limit's IP, /24 and sender domain): one call, one
+  atomic section where the backend has one.
 - ``incr(name, ttl)``: a counter that lives ``ttl`` seconds from its first increment.
 - ``get(name)`` / ``set(name, value, ttl)`` / ``delete(name)``: strings with a TTL.
 - ``slot_acquire(name, slot, limit, ttl)``: take one of ``limit`` concurrency slots (expiring
@@ -111,6 +113,9 @@ class Store:
     async def window_hit(self, name: str, window: float, cost: int = 1) -> float:
         return await self._call("window_hit", self._window_hit(name, window, cost, time.time()))
 
+    async def window_hits(self, windows: list[tuple[str, float]]) -> list[float]:
+        return await self._call("window_hit", self._window_hits(windows, time.time()))
+
     async def incr(self, name: str, ttl: float) -> int:
         return await self._call("incr", self._incr(name, ttl))
 
@@ -163,6 +168,10 @@ class Store:
 
     async def _window_hit(self, name: str, window: float, cost: int, now: float) -> float:
         raise NotImplementedError
+
+    async def _window_hits(self, windows: list[tuple[str, float]], now: float) -> list[float]:
+        """Default: the windows one by one, concurrently (a backend with transactions does better)."""
+        return list(await asyncio.gather(*(self._window_hit(n, w, 1, now) for n, w in windows)))
 
     async def _incr(self, name: str, ttl: float) -> int:
         raise NotImplementedError

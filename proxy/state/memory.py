@@ -65,6 +65,9 @@ class MemoryStore(Store):
     async def _window_hit(self, name: str, window: float, cost: int, now: float) -> float:
         return kvops.window_hit(self.kv, self._k(name), window, cost, now)
 
+    async def _window_hits(self, windows: list[tuple[str, float]], now: float) -> list[float]:
+        return [kvops.window_hit(self.kv, self._k(n), w, 1, now) for n, w in windows]
+
     async def _incr(self, name: str, ttl: float) -> int:
         return kvops.incr(self.kv, self._k(name), ttl, time.time())
 

@@ -249,6 +249,10 @@ class SqliteStore(Store):
     async def _window_hit(self, name: str, window: float, cost: int, now: float) -> float:
         return await self._run(lambda kv: kvops.window_hit(kv, self._k(name), window, cost, now))
 
+    async def _window_hits(self, windows: list[tuple[str, float]], now: float) -> list[float]:
+        keyed = [(self._k(n), w) for n, w in windows]
+        return await self._run(lambda kv: [kvops.window_hit(kv, k, w, 1, now) for k, w in keyed])
+
     async def _incr(self, name: str, ttl: float) -> int:
         now = time.time()
         return await self._run(lambda kv: kvops.incr(kv, self._k(name), ttl, now))

@@ -157,11 +157,10 @@ class Limits:
             limit = self.limits.get(f"{kind}_per_{scope}")
             if limit is not None:
                 jobs.append((scope, value, limit))
-        results = await asyncio.gather(
-            *(
-                self.store.window_hit(f"rl|{kind}|{scope}|{value}", window)
-                for scope, value, (_, window) in jobs
-            )
+        if not jobs:
+            return ""
+        results = await self.store.window_hits(
+            [(f"rl|{kind}|{scope}|{value}", window) for scope, value, (_, window) in jobs]
         )
         for (
             scope,
