@@ -92,32 +92,63 @@ async def connect_flood(port: int, count: int, concurrency: int, net: str) -> tu
     return time.monotonic() - t0, refused
 
 
-async def hold_idle(port: int, n: int, hold: float, measure: Callable[[], T]) -> tuple[T, int]:
+def _code(line: bytes) -> str:
+    """The reply code of a refusing line ('closed': the server hung up)."""
+    return line[:3].decode(errors="replace") or "closed"
+
+
+async def hold_idle(
+    port: int,
+    n: int,
+    hold: float,
+    measure: Callable[[], T],
+    source: Callable[[int], str] | None = None,
+    tally: dict[str, int] | None = None,
+) -> tuple[T, int]:
     """Open ``n`` connections (banner + EHLO), hold them ``hold`` s, call ``measure`` while they
-    are open; (its result, connections greeted)."""
+    are open; (its result, connections greeted).
+
+    Connection ``i`` is bound to ``source(i)`` (default: 127.0.2.1 for the first 5,000, then
+    127.0.3.1, ...). With ``tally``, a connection that fails does not abort the run: each one is
+    counted there by outcome (``greeted``, ``connect_error``, ``timeout``, ``closed``, ``error``,
+    or the reply code that refused it, e.g. ``421``).
+    """
     conns = []
     for i in range(n):
-        r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(f"127.0.{i // 5000 + 2}.1", 0))
+        src = source(i) if source else f"127.0.{i // 5000 + 2}.1"
+        try:
+            r, w = await asyncio.open_connection("127.0.0.1", port, local_addr=(src, 0))
+        except OSError:
+            if tally is None:
+                raise
+            tally["connect_error"] = tally.get("connect_error", 0) + 1
+            continue
         conns.append((r, w))
 
-    async def greet(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
-        async def talk() -> bool:
-            if not (await r.readline()).startswith(b"220"):
-                return False
+    async def greet(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> str:
+        async def talk() -> str:
+            line = await r.readline()
+            if not line.startswith(b"220"):
+                return _code(line)
             w.write(b"EHLO idle.bench.test\r\n")
             while True:
                 line = await r.readline()
                 if not line or line[3:4] != b"-":
-                    return line.startswith(b"250")
+                    return "greeted" if line.startswith(b"250") else _code(line)
 
         try:
             return await asyncio.wait_for(talk(), 20)
-        except (TimeoutError, ConnectionError):
-            return False
+        except TimeoutError:
+            return "timeout"
+        except (ConnectionError, OSError):
+            return "error"
 
     greeted = 0
-    for i in range(0, n, 500):
-        greeted += sum(await asyncio.gather(*(greet(r, w) for r, w in conns[i : i + 500])))
+    for i in range(0, len(conns), 500):
+        for outcome in await asyncio.gather(*(greet(r, w) for r, w in conns[i : i + 500])):
+            greeted += outcome == "greeted"
+            if tally is not None:
+                tally[outcome] = tally.get(outcome, 0) + 1
     await asyncio.sleep(hold)
     after = measure()
     for _, w in conns:

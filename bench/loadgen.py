@@ -47,10 +47,15 @@ HELO = "bench.test"
 FROM, RCPT = "foo@bench.test", "bar@bench.test"
 
 
+def source(k: int) -> str:
+    """Loopback address ``k``, in a /24 of 127.10.0.0-127.109.255.255 (none in the W4 blocklist
+    127.0.99.0/24; address k is alone in its /24 up to 25,000)."""
+    return f"127.{10 + k % 100}.{(k // 100) % 250}.{1 + k % 250}"
+
+
 def sources(n: int) -> list[str]:
-    """``n`` distinct loopback addresses spread over /24s of 127.10.0.0-127.109.255.255 (none in
-    the W4 blocklist 127.0.99.0/24; address k is alone in its /24 up to 25,000)."""
-    return [f"127.{10 + k % 100}.{(k // 100) % 250}.{1 + k % 250}" for k in range(n)]
+    """``n`` distinct loopback addresses (``source(0)`` .. ``source(n - 1)``)."""
+    return [source(k) for k in range(n)]
 
 
 def text_message(size: int, ident: str) -> bytes:
