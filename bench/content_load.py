@@ -6,8 +6,8 @@ Starts smtp-sink, the bench's DNS server, a real clamd (a one-signature database
 workers, no Redis, fuzzy off: tests/harness; its DNS is a real rbldnsd serving one dummy zone,
 which answers REFUSED at once to everything rspamd asks: a resolver that knows nothing, as
 fast as a local cache; the bench's Python DNS server would add ~100 ms to an HTML message, whose
-60 links rspamd looks up in ~65 queries), and three spamgates
-on bench/spamgate-bench.toml in front of the same sink (2 workers each, metrics on):
+60 links rspamd looks up in ~65 queries), and three spamgates (a fourth for one phase) on
+bench/spamgate-bench.toml in front of the same sink (2 workers each, metrics on):
 
   relay       content checks off (mime, attachments, phishing, uribl), no scanner: a pure relay
   content     mime + attachments + phishing + uribl (one local list, ``uribl.bench.test``,
@@ -23,14 +23,17 @@ for every configuration in turn (the order rotates by round):
               measured twice: utime+stime in clock ticks (``cpu_ms_per_msg``, 10 ms steps per
               process) and the live threads' schedstat nanoseconds (``cpu_ns_ms_per_msg``,
               precise; used for the differences by kind)
-  by kind     each kind alone, the same way: CPU per message by kind (content - relay = what
-              the four content checks cost, e.g. on the 20 KB HTML message)
+  by kind     each kind alone, the same way, in 3 blocks per round (every configuration in
+              each block; differences are taken within a block): CPU per message by kind
+              (content - relay = what the four content checks cost, e.g. on the 20 KB HTML
+              message); here a fourth spamgate, ``local`` (content with uribl off), gives
+              uribl's share by difference
   sequential  each kind alone on one session, one message at a time: latency per message
               (MAIL to the 250 after DATA); for ``scanners`` also the scanners' own time
               from spamgate's ``spamgate_scanner_seconds`` histograms (deltas over the run)
 
 Every message must get 250: anything else is reported as a failure (``fails``) with its reply.
-Uses the ports 20620-20626 (not the other workloads' 20600-20611).
+Uses the ports 20620-20628 (not the other workloads' 20600-20611).
 
     .venv/bin/python bench/content_load.py [--rounds 2] [--quick] [--corpus 200] [--seed 11]
 
@@ -64,15 +67,17 @@ from tests.harness.rspamd import Rspamd
 
 CONFIG = ROOT / "bench" / "spamgate-bench.toml"
 CONFIGS = ("relay", "content", "scanners")
-PORTS.update({"sink": 20620, "relay": 20621, "content": 20622, "scanners": 20623})
-ADMIN = {"relay": 20624, "content": 20625, "scanners": 20626}
+LOCAL = "local"  # content without uribl, in the by-kind phase only: uribl's share by difference
+PORTS.update({"sink": 20620, "relay": 20621, "content": 20622, "scanners": 20623, LOCAL: 20627})
+ADMIN = {"relay": 20624, "content": 20625, "scanners": 20626, LOCAL: 20628}
 SESSIONS = 20
 URIBL = "uribl.bench.test"
 CONTENT_CHECKS = ("MIME", "ATTACHMENTS", "PHISHING", "URIBL")
 # Messages per run (--quick: / 4): the mixed corpus at 20 sessions; each kind alone at 20
 # sessions; each kind alone, sequentially.
 MIXED = 600
-BY_KIND = {"text": 600, "html": 600, "attach": 300, "large": 30}
+BY_KIND = {"text": 600, "html": 600, "attach": 300, "large": 45}
+BLOCKS = 3  # each kind's by-kind count in this many blocks, every configuration in each
 SEQUENTIAL = {"text": 60, "html": 60, "attach": 40, "large": 12}
 SCANNERS = ("clamav", "rspamd")
 
@@ -95,6 +100,9 @@ def spamgate_env(name: str, dns: Any, clamd: Clamd, rspamd: Rspamd) -> dict[str,
     if name == "relay":
         for check in CONTENT_CHECKS:
             env[f"SPAMGATE__CHECKS__{check}__ENABLED"] = "false"
+        return env
+    if name == LOCAL:
+        env["SPAMGATE__CHECKS__URIBL__ENABLED"] = "false"
         return env
     env["SPAMGATE__CHECKS__URIBL__ZONES"] = f'["{URIBL}*5"]'
     if name == "scanners":
@@ -178,6 +186,18 @@ def _quantile(buckets: list[tuple[float, float]], n: float, q: float) -> float:
     return float("nan")
 
 
+def calibration() -> float:
+    """Microseconds of CPU for ``sum(range(1000))``, best of 5 (bench/content_cost.py's): how fast
+    the machine is right now; CPU figures taken under other load are inflated by about as much."""
+    best = 1e9
+    for _ in range(5):
+        t0 = time.process_time()
+        for _ in range(2000):
+            sum(range(1000))
+        best = min(best, (time.process_time() - t0) / 2000 * 1e6)
+    return round(best, 1)
+
+
 def read_times(path: Path) -> tuple[list[float], list[str]]:
     """Latencies (ms) and non-250 replies of a loadgen ``--times`` file (one process)."""
     lat, fails = [], []
@@ -224,6 +244,7 @@ class Bench:
             flags += ["--sessions", str(SESSIONS), "--per-session", "1"]
         watched = {"spamgate": self.procs[cfg].pid, "clamd": _pid(self.clamd), "rspamd": _pid(self.rspamd)}
         load = f"{os.getloadavg()[0]:.2f}"
+        calib = calibration() if phase != "sequential" else None
         m0 = read_metrics(cfg)
         ns0 = tree_cpu_ns(watched["spamgate"])
         cpu0 = {k: tree_cpu(p) for k, p in watched.items()}
@@ -233,7 +254,8 @@ class Bench:
         m1 = read_metrics(cfg)
         lat, fails = read_times(times)
         rec: dict[str, Any] = {
-            "kind": "content", "phase": phase, "cfg": cfg, "corpus": kind, "count": count, "load": load,
+            "kind": "content", "phase": phase, "cfg": cfg, "corpus": kind, "count": count,
+            "load": load, "calib_us": calib,
             "rate": res["rate"], "wall_s": res["wall_s"], "ok": res["ok"],
             "all_ok": res["ok"] == count and not fails, "fails": sorted(set(fails))[:5],
             "cpu_ms_per_msg": round(cpu["spamgate"] * 1000 / count, 3),
@@ -272,7 +294,7 @@ def _dns(rs: list[dict[str, Any]]) -> str:
 
 
 def _same_round(rs: list[dict[str, Any]], kind: str, cfg: str, base: str, key: str) -> list[float]:
-    """``cfg``'s ``key`` minus ``base``'s for the runs of ``kind`` in the same round."""
+    """``cfg``'s ``key`` minus ``base``'s for the runs of ``kind`` in the same round (and block)."""
     out = []
     for a in rs:
         if a["corpus"] != kind or a["cfg"] != cfg:
@@ -280,7 +302,9 @@ def _same_round(rs: list[dict[str, Any]], kind: str, cfg: str, base: str, key: s
         out += [
             a[key] - b[key]
             for b in rs
-            if b["corpus"] == kind and b["cfg"] == base and b["round"] == a["round"]
+            if b["corpus"] == kind
+            and b["cfg"] == base
+            and (b["round"], b.get("block")) == (a["round"], a.get("block"))
         ]
     return out
 
@@ -288,8 +312,8 @@ def _same_round(rs: list[dict[str, Any]], kind: str, cfg: str, base: str, key: s
 def _mixed_table(mixed: list[dict[str, Any]]) -> list[str]:
     out = [
         "| config | msgs/s | spamgate CPU ms/msg (schedstat) | (ticks) | clamd CPU ms/msg "
-        "| rspamd CPU ms/msg | DNS queries/msg (cache hits) | load avg by round |",
-        "|---|---|---|---|---|---|---|---|",
+        "| rspamd CPU ms/msg | DNS queries/msg (cache hits) | load avg by round | calibration us by round |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cfg in CONFIGS:
         rs = [r for r in mixed if r["cfg"] == cfg]
@@ -299,16 +323,18 @@ def _mixed_table(mixed: list[dict[str, Any]]) -> list[str]:
         scan = [med([r[f"{s}_cpu_ms_per_msg"] for r in rs]) for s in ("clamd", "rspamd")]
         out.append(
             f"| {cfg} | {m['rate']:,.1f} | {m['cpu_ns_ms_per_msg']:.3f} | {m['cpu_ms_per_msg']:.2f} | "
-            f"{scan[0]:.2f} | {scan[1]:.2f} | {_dns(rs)} | {', '.join(r['load'] for r in rs)} |"
+            f"{scan[0]:.2f} | {scan[1]:.2f} | {_dns(rs)} | {', '.join(r['load'] for r in rs)} "
+            f"| {', '.join(str(r['calib_us']) for r in rs)} |"
         )
     return out
 
 
 def _kind_table(kinds: list[dict[str, Any]]) -> list[str]:
     out = [
-        "| kind | relay | content | scanners | content - relay (by round) | scanners - content "
-        "| msgs/s relay / content / scanners | content: DNS queries/msg (cache hits) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| kind | relay | content | scanners | content - relay (by round and block) "
+        "| uribl's share (content - local) | scanners - content | msgs/s relay / content / scanners "
+        "| content: DNS queries/msg (cache hits) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     key = "cpu_ns_ms_per_msg"
     for kind in corpus.KINDS:
@@ -319,10 +345,11 @@ def _kind_table(kinds: list[dict[str, Any]]) -> list[str]:
         rate = " / ".join(f"{med([r['rate'] for r in rs]):,.0f}" for rs in of.values())
         diff = _same_round(kinds, kind, "content", "relay", key)
         diff2 = _same_round(kinds, kind, "scanners", "content", key)
+        uribl = _same_round(kinds, kind, "content", LOCAL, key)
         by_round = ", ".join(f"{x:+.3f}" for x in diff)
         out.append(
             f"| {kind} | {c['relay']:.3f} | {c['content']:.3f} | {c['scanners']:.3f} | {med(diff):+.3f} "
-            f"({by_round}) | {med(diff2):+.3f} | {rate} | {_dns(of['content'])} |"
+            f"({by_round}) | {med(uribl):+.3f} | {med(diff2):+.3f} | {rate} | {_dns(of['content'])} |"
         )
     return out
 
@@ -450,15 +477,15 @@ def main() -> int:
         rbl.start()
         rspamd.start()
         start_sink(rundir, 0, procs)
-        for name in CONFIGS:
+        for name in (*CONFIGS, LOCAL):
             start_spamgate(rundir, name, procs, spamgate_env(name, dns, clamd, rspamd))
-        for name in CONFIGS:
+        for name in (*CONFIGS, LOCAL):
             wait_banner(PORTS[name])
         bench = Bench(rundir, procs, clamd, rspamd)
         meta["corpus"] = bench.write_pools(msgs)
         write_meta(rundir, meta)
         with Recorder(rundir, runs) as rec:
-            for cfg in CONFIGS:  # warm-up: every message once (resolver cache, pools, scanners)
+            for cfg in (*CONFIGS, LOCAL):  # warm-up: every message once (resolver cache, pools, scanners)
                 w = bench.run("warmup", cfg, "mixed", len(msgs))
                 if not w["all_ok"]:
                     rec.record(w, -1)
@@ -467,10 +494,12 @@ def main() -> int:
                 if "mixed" in phases:
                     for cfg in order:
                         rec.record(bench.run("mixed", cfg, "mixed", MIXED // div), rnd)
-                if "by_kind" in phases:
+                if "by_kind" in phases:  # A/B blocks: a drift in the machine's speed hits both
                     for kind, n in BY_KIND.items():
-                        for cfg in order:
-                            rec.record(bench.run("by_kind", cfg, kind, max(5, n // div)), rnd)
+                        for blk in range(BLOCKS):
+                            for cfg in (*order[blk % 3 :], *order[: blk % 3], LOCAL):
+                                r = bench.run("by_kind", cfg, kind, max(5, n // BLOCKS // div))
+                                rec.record({**r, "block": blk}, rnd)
                 if "sequential" in phases:
                     for kind, n in SEQUENTIAL.items():
                         for cfg in order:
