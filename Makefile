@@ -11,7 +11,7 @@ SYSPKGS := swaks:swaks redis-server:redis-server postfix:smtp-source postfix:smt
 # What `make bench` needs on top (the byte-proxy reference).
 BENCH_PKGS := haproxy:haproxy
 
-.PHONY: run test lint fmt typecheck docs bench bench-honest soak sysdeps bench-sysdeps venv clean
+.PHONY: run test lint fmt typecheck docs bench bench-honest bench-content soak sysdeps bench-sysdeps venv clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -74,6 +74,12 @@ bench: $(STAMP) bench-sysdeps
 # W1 under the configuration a site ships, W5-real, loadgen vs smtp-source (bench/honest.py).
 bench-honest: $(BENCH_STAMP) bench-sysdeps
 	$(PY) bench/honest.py $(BENCH_ARGS)
+
+# Every content check and clamd + rspamd on, a mixed corpus (bench/content_load.py); short check:
+# make bench-content BENCH_ARGS="--rounds 1 --quick"
+bench-content: PKGS = postfix:smtp-sink clamav-daemon:clamd rspamd:rspamd rbldnsd:rbldnsd
+bench-content: $(STAMP) sysdeps
+	$(PY) bench/content_load.py $(BENCH_ARGS)
 
 # N minutes (default 30) at half the calibrated rate with faults; not part of `make test`.
 # Short check: make soak SOAK_ARGS="--minutes 3 --warmup 1"

@@ -11,9 +11,17 @@ A message is ``--size`` bytes of text like smtp-source's ``-l`` (default: a 4-li
 one of a pickled pool (``--pool FILE``, list of ``(source, helo, mail_from, rcpt, bytes)``:
 W5-real's signed mail; a session then connects from, and greets with, its first message's
 client address and name). Every message carries a unique ``X-Bench-Id``; with ``--acked FILE``
+<<<<<<< HEAD
 each process writes a line per message the server answered 250 to DATA for: its id and the
 address the connection was bound to (the soak and tests/test_bench_tools.py compare them with
 what the sink got, bench/faultsink.py's ``reconcile``).
+=======
+each process writes the ids the server answered 250 to DATA for (the soak compares them with
+what the sink got). ``--message-id`` also puts a ``Message-ID`` made of that id on every
+message (bench/content_load.py's corpus has none: a unique one per send). ``--times FILE``
+writes, per message, its index, the seconds from MAIL to the reply after DATA and that reply's
+first line (FILE.<part>, tab-separated).
+>>>>>>> content-bench
 
 ``--rate R`` paces the start of messages at R per second overall (the soak); without it every
 session sends as fast as the server answers. A session that takes longer than
@@ -90,6 +98,7 @@ class Gen:
         self.total = a.count
         # line-buffered: the soak counts the lines while the load runs
         self.acked: IO[str] | None = open(f"{a.acked}.{part}", "w", buffering=1) if a.acked else None  # noqa: SIM115
+        self.times: IO[str] | None = open(f"{a.times}.{part}", "w") if a.times else None  # noqa: SIM115
         self.t0 = 0.0
 
     def take(self) -> int | None:
@@ -103,7 +112,10 @@ class Gen:
         ident = f"{self.a.tag}.{self.part}.{i}"
         if self.pool:
             _, _, mail_from, rcpt, data = self.pool[i % len(self.pool)]
-            return mail_from, rcpt, f"X-Bench-Id: {ident}\r\n".encode() + data, ident
+            head = f"X-Bench-Id: {ident}\r\n"
+            if self.a.message_id:
+                head += f"Message-ID: <{ident}@loadgen.bench.test>\r\n"
+            return mail_from, rcpt, head.encode() + data, ident
         return FROM, RCPT, text_message(self.a.size, ident), ident
 
     async def pace(self, i: int) -> None:
@@ -156,6 +168,7 @@ class Gen:
         cur: list[int | None],
     ) -> None:
         mail_from, rcpt, data, ident = self.message(i)
+        t0 = time.perf_counter()
         cmds = [f"MAIL FROM:<{mail_from}>\r\n".encode(), f"RCPT TO:<{rcpt}>\r\n".encode(), b"DATA\r\n"]
         if pipe:
             w.write(b"".join(cmds))
@@ -168,17 +181,24 @@ class Gen:
                 if not codes[-1].startswith(b"2"):
                     break
         if not codes[-1].startswith(b"354"):
-            self.tally(next((c for c in codes if not c.startswith((b"2", b"3"))), codes[-1]))
+            self.tally(bad := next((c for c in codes if not c.startswith((b"2", b"3"))), codes[-1]))
+            self.time(i, t0, bad)
             cur[0] = None
             w.write(b"RSET\r\n")
             await reply(r)
             return
         w.write(data + b".\r\n")
         final = await reply(r)
+        self.time(i, t0, final)
         self.tally(final)
         cur[0] = None
         if final.startswith(b"250") and self.acked is not None:
             self.acked.write(f"{ident} {bound}\n")
+
+    def time(self, i: int, t0: float, code: bytes) -> None:
+        if self.times is not None:
+            line = code.decode("utf-8", "replace").strip()
+            self.times.write(f"{i}\t{time.perf_counter() - t0:.6f}\t{line}\n")
 
     def tally(self, code: bytes) -> None:
         c = self.counts
@@ -213,6 +233,8 @@ class Gen:
         wall = time.monotonic() - self.t0
         if self.acked is not None:
             self.acked.close()
+        if self.times is not None:
+            self.times.close()
         return {"count": self.total, "wall_s": wall, **asdict(self.counts)}
 
 
@@ -259,6 +281,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-pipelining", dest="pipelining", action="store_false")
     ap.add_argument("--session-timeout", type=float, default=60.0)
     ap.add_argument("--acked", help="write acknowledged ids to FILE.<part>")
+    ap.add_argument("--times", help="write 'index seconds reply' per message to FILE.<part>")
+    ap.add_argument("--message-id", action="store_true", help="a Message-ID from the X-Bench-Id (--pool)")
     ap.add_argument("--tag", default=f"r{os.getpid()}", help="prefix of the X-Bench-Id of this run")
     ap.add_argument("--part", type=int, default=-1, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
