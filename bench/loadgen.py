@@ -11,17 +11,13 @@ A message is ``--size`` bytes of text like smtp-source's ``-l`` (default: a 4-li
 one of a pickled pool (``--pool FILE``, list of ``(source, helo, mail_from, rcpt, bytes)``:
 W5-real's signed mail; a session then connects from, and greets with, its first message's
 client address and name). Every message carries a unique ``X-Bench-Id``; with ``--acked FILE``
-<<<<<<< HEAD
 each process writes a line per message the server answered 250 to DATA for: its id and the
 address the connection was bound to (the soak and tests/test_bench_tools.py compare them with
 what the sink got, bench/faultsink.py's ``reconcile``).
-=======
-each process writes the ids the server answered 250 to DATA for (the soak compares them with
-what the sink got). ``--message-id`` also puts a ``Message-ID`` made of that id on every
+``--message-id`` also puts a ``Message-ID`` made of that id on every
 message (bench/content_load.py's corpus has none: a unique one per send). ``--times FILE``
 writes, per message, its index, the seconds from MAIL to the reply after DATA and that reply's
 first line (FILE.<part>, tab-separated).
->>>>>>> content-bench
 
 ``--rate R`` paces the start of messages at R per second overall (the soak); without it every
 session sends as fast as the server answers. A session that takes longer than
