@@ -218,12 +218,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
     # The modules, classes and tables imported so far live as long as the process: out of the
     # cyclic collector's sight (gc.freeze), no collection walks them again, neither while
     # serving nor at exit, where the final collections over them cost ~0.1-0.2 s of CPU (every
     # CLI run and every stop of the server). Only objects that exist now are frozen.
     gc.freeze()
+    args = parser().parse_args(argv)
     return int(args.func(args))
 
 
