@@ -13,6 +13,7 @@ spamgate feed export [--format zone|text|json] [--output FILE]
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -49,6 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"spamgate: {exc}", file=sys.stderr)
         return 2
     setup(config.log)
+    gc.freeze()  # what run imported and loaded since main() froze the rest (see main)
     return serve(config, reload_config)
 
 
@@ -216,6 +218,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The modules, classes and tables imported so far live as long as the process: out of the
+    # cyclic collector's sight (gc.freeze), no collection walks them again, neither while
+    # serving nor at exit, where the final collections over them cost ~0.1-0.2 s of CPU (every
+    # CLI run and every stop of the server). Only objects that exist now are frozen.
+    gc.freeze()
     args = parser().parse_args(argv)
     return int(args.func(args))
 

@@ -44,6 +44,8 @@ def spamgate_factory(tmp_path: Path) -> Iterator[Callable[..., Spamgate]]:
 
     yield make
     for sg in started:
+        sg.terminate()  # all drain at once
+    for sg in started:
         sg.stop()
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
+import re
+import string
 
 import pytest
 
+from proxy.smtp import address
 from proxy.smtp.address import (
     PathError,
     is_valid_domain,
@@ -94,3 +97,15 @@ def test_domains_and_literals() -> None:
     assert parse_address_literal("192.0.2.1") is None
     assert is_xtext("abc+2Bdef")
     assert not is_xtext("abc def")
+
+
+def test_character_classes_cover_exactly_their_sets() -> None:
+    """The classes admitting non-ASCII are written as negated ASCII classes (cheap to compile):
+    over every code point they match exactly ASCII letters and digits (and '-', or the other
+    atext characters of RFC 5322) plus every non-ASCII character."""
+    everything = "".join(map(chr, range(0x110000)))
+    alnum = set(string.ascii_letters + string.digits)
+    atext = alnum | set("!#$%&'*+-/=?^_`{|}~")
+    for pattern, ascii_part in ((address._U, alnum), (address._UH, alnum | {"-"}), (address._ATEXT, atext)):
+        outside = "".join(chr(c) for c in range(0x80) if chr(c) not in ascii_part)
+        assert re.sub(pattern, "", everything) == outside, pattern

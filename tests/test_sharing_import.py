@@ -48,7 +48,9 @@ class Peer:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        # poll_interval bounds how long close() waits (the default is half a second)
+        poll = {"poll_interval": 0.01}
+        threading.Thread(target=self.server.serve_forever, kwargs=poll, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()

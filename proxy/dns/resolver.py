@@ -37,12 +37,10 @@ from typing import Any
 
 import aiodns
 import aiodns.error
-import dns.asyncquery
 import dns.exception
 import dns.message
 import dns.name
 import dns.rcode
-import dns.resolver
 
 from proxy.config.fields import ConfigError
 from proxy.dns.config import DnsConfig
@@ -320,6 +318,9 @@ class Resolver:
     async def _query_wire(self, qname: str, rdtype: str) -> DnsResult:
         """The same query through dnspython (UDP, TCP on truncation): only for names c-ares
         refuses to build. A name that cannot be encoded at all is ``nxdomain``."""
+        import dns.asyncquery  # only here: most processes never need it
+        import dns.resolver
+
         try:
             name = dns.name.from_text(qname)
             query = dns.message.make_query(name, rdtype)

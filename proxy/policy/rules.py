@@ -33,8 +33,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from proxy.config.paths import bundled_rules_dir
 from proxy.model import Action, Reply, Stage, SymbolDef
 
@@ -97,14 +95,19 @@ DEFAULT_REPLIES = {
 
 def read_rule_file(path: Path) -> tuple[dict[str, Any], str]:
     text = path.read_text(encoding="utf-8")
-    try:
-        is_yaml = path.suffix in (".yaml", ".yml")
-        data = (yaml.safe_load(text) or {}) if is_yaml else tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RulesError(str(path), "(syntax)", str(exc)) from None
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
-        raise RulesError(str(path), "(syntax)", str(exc).splitlines()[0], line) from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml  # only for YAML rule files: the bundled ones are TOML
+
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            line = getattr(getattr(exc, "problem_mark", None), "line", -1) + 1
+            raise RulesError(str(path), "(syntax)", str(exc).splitlines()[0], line) from None
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise RulesError(str(path), "(syntax)", str(exc)) from None
     if not isinstance(data, dict):
         raise RulesError(str(path), "(top)", "expected a table/mapping")
     return data, text

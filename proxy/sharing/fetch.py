@@ -9,8 +9,6 @@ over ``max_size`` or not UTF-8 raises :class:`~proxy.sharing.formats.FeedError`.
 from __future__ import annotations
 
 import os
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 from proxy.sharing.formats import FeedError
@@ -43,6 +41,9 @@ def fetch(location: str, etag: str, last_modified: str, timeout: float, max_size
 
 
 def _http(url: str, etag: str, last_modified: str, timeout: float, max_size: int) -> Fetched:
+    import urllib.error  # only for HTTP(S) feeds (urllib.request is heavy to import)
+    import urllib.request
+
     req = urllib.request.Request(url, headers={"User-Agent": "spamgate-feed"})  # noqa: S310 - scheme checked
     if etag:
         req.add_header("If-None-Match", etag)

@@ -31,7 +31,6 @@ import structlog
 
 from proxy.sharing.collect import collect
 from proxy.sharing.dmarc_record import DmarcRecorder, day_of
-from proxy.sharing.dmarc_report import send_reports
 from proxy.sharing.formats import render_json, render_text, render_zone
 
 log = structlog.get_logger("spamgate.sharing")
@@ -107,6 +106,8 @@ class SharingService:
             await asyncio.sleep(self.config.sharing.dmarc_send_interval)
             try:
                 day = day_of(time.time()) - 1
+                from proxy.sharing.dmarc_report import send_reports  # once a day: not at start
+
                 await send_reports(self.services.store, self.services.resolver, self.config, day)
             except asyncio.CancelledError:
                 raise

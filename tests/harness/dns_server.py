@@ -206,7 +206,8 @@ class DnsTestServer:
         udp.daemon_threads = True
         self._tcp, self._udp, self.port = tcp, udp, port
         for srv in (udp, tcp):
-            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+            # poll_interval bounds how long close() waits for each loop to notice shutdown()
+            t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True)
             t.start()
             self._threads.append(t)
         return self

@@ -127,6 +127,7 @@ class Spamgate:
         self.config = deep_merge(base, config or {})
         self.config_path = self.dir / f"spamgate-{self.port}.toml"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._terminating = False  # terminate() sent SIGTERM; stop() only waits
 
     def write_config(self, config: dict[str, Any] | None = None) -> None:
         if config is not None:
@@ -193,11 +194,18 @@ class Spamgate:
         assert self.proc is not None
         self.proc.send_signal(sig)
 
+    def terminate(self) -> None:
+        """SIGTERM without waiting; the next :meth:`stop` waits (several processes drain at once)."""
+        if self.proc is not None and self.proc.poll() is None and not self._terminating:
+            self.proc.send_signal(signal.SIGTERM)
+            self._terminating = True
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if not self._terminating:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -205,4 +213,5 @@ class Spamgate:
                 self.proc.wait()
         code = self.proc.returncode
         self.proc = None
+        self._terminating = False
         return int(code)
