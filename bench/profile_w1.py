@@ -67,6 +67,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=20000)
     ap.add_argument("--sessions", type=int, default=50)
+    ap.add_argument("--size", type=int, default=4096, help="message size (1048576: W3's load)")
+    ap.add_argument("--per-session", type=int, default=1, help="messages per session (0: no limit)")
     ap.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=30)
     args = ap.parse_args()
@@ -82,8 +84,9 @@ def main() -> int:
         env["SPAMGATE__SERVER__WORKERS"] = "1"
         start_spamgate(rundir, NAME, procs, env, HONEST_CONFIG)
         wait_banner(PORTS[NAME])
-        flags = ["--sessions", str(args.sessions), "--size", "4096", "--sources", "1000"]
-        loadgen(PORTS[NAME], 2000, *flags)  # warm-up
+        flags = ["--sessions", str(args.sessions), "--size", str(args.size), "--sources", "1000"]
+        flags += ["--per-session", str(args.per_session)]
+        loadgen(PORTS[NAME], max(50, min(2000, args.count // 4)), *flags)  # warm-up
         worker = max(tree_pids(procs[NAME].pid))  # the supervisor's one child
         stacks = rundir / "stacks.txt"
         spy = subprocess.Popen(
@@ -101,7 +104,8 @@ def main() -> int:
     if not stacks.exists():
         print(err.decode(), file=sys.stderr)
         return 1
-    report = f"W1-single honest, 1 worker: {res}\n\n" + top_tables(stacks, args.top)
+    load = f"{args.size}-byte messages, {args.per_session or 'any'} per session"
+    report = f"{load}, honest, 1 worker: {res}\n\n" + top_tables(stacks, args.top)
     (rundir / "top.md").write_text(report)
     print(report)
     print(f"results: {rundir}")
