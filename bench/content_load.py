@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import corpus
+from content_cost import calibration
 from loadgen import loadgen
 from measure import machine, tree_cpu, tree_cpu_ns
 from procs import PORTS, ROOT, Proc, port_free, start_dns, start_sink, wait_banner
@@ -186,18 +187,6 @@ def _quantile(buckets: list[tuple[float, float]], n: float, q: float) -> float:
     return float("nan")
 
 
-def calibration() -> float:
-    """Microseconds of CPU for ``sum(range(1000))``, best of 5 (bench/content_cost.py's): how fast
-    the machine is right now; CPU figures taken under other load are inflated by about as much."""
-    best = 1e9
-    for _ in range(5):
-        t0 = time.process_time()
-        for _ in range(2000):
-            sum(range(1000))
-        best = min(best, (time.process_time() - t0) / 2000 * 1e6)
-    return round(best, 1)
-
-
 def read_times(path: Path) -> tuple[list[float], list[str]]:
     """Latencies (ms) and non-250 replies of a loadgen ``--times`` file (one process)."""
     lat, fails = [], []
@@ -244,7 +233,7 @@ class Bench:
             flags += ["--sessions", str(SESSIONS), "--per-session", "1"]
         watched = {"spamgate": self.procs[cfg].pid, "clamd": _pid(self.clamd), "rspamd": _pid(self.rspamd)}
         load = f"{os.getloadavg()[0]:.2f}"
-        calib = calibration() if phase != "sequential" else None
+        calib = round(calibration(), 1) if phase != "sequential" else None
         m0 = read_metrics(cfg)
         ns0 = tree_cpu_ns(watched["spamgate"])
         cpu0 = {k: tree_cpu(p) for k, p in watched.items()}
