@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A counting SMTP sink with random faults, for the soak (bench/soak.py); runs as a process.
 
-It speaks ESMTP with PIPELINING (DATA without an accepted RCPT gets 554, RFC 2920) and keeps
+It speaks ESMTP with PIPELINING (DATA without an accepted RCPT gets 554, RFC 2920), as strictly
+as Postfix: a nested MAIL, or RCPT or DATA outside a transaction, gets 503 and is counted as a
+``sequence_errors`` (the soak fails on any: a downstream session reused out of step). It keeps
 nothing but a line per message it stored, appended to ``--delivered FILE``: the message's
 ``X-Bench-Id``, the client address it came from, and ``noreply`` when the connection was then
 dropped without a reply. A message is stored *before* its 250 is sent, as an MTA commits it
@@ -17,7 +19,8 @@ per command:
   --slow            P   wait --slow-s seconds (uniform 0..S) before a reply
 
 On SIGTERM/SIGINT it prints one JSON object: how often each fault fired, messages stored,
-sessions, and peers (how many distinct client addresses connected).
+sessions, sequence errors, and peers (how many distinct client addresses connected);
+:func:`read_stats` reads it back from the sink's log.
 
     python bench/faultsink.py --port 20600 --delivered /tmp/delivered.txt
 """
@@ -36,6 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+SEQUENCE_ERRORS = {
+    b"MAIL": b"503 5.5.1 Error: nested MAIL command\r\n",
+    b"RCPT": b"503 5.5.1 Error: need MAIL command\r\n",
+    b"DATA": b"503 5.5.1 Error: need RCPT command\r\n",
+}
 EHLO = b"250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 52428800\r\n"
 ID = b"\r\nX-Bench-Id: "
 
@@ -72,25 +80,36 @@ class Sink:
         self.stats["sessions"] += 1
         peer = str((w.get_extra_info("peername") or ("?",))[0])
         self.peers.add(peer)
+        mail = False  # a transaction is open (MAIL accepted, no end of data or RSET since)
         rcpts = 0  # recipients accepted in this transaction
         try:
             w.write(b"220 sink.bench.test ESMTP\r\n")
             while line := await r.readline():
                 verb = line[:4].upper()
                 if verb in (b"EHLO", b"HELO"):
+                    mail, rcpts = False, 0
                     w.write(EHLO if verb == b"EHLO" else b"250 sink.bench.test\r\n")
+                elif (verb == b"MAIL" and mail) or (verb in (b"RCPT", b"DATA") and not mail):
+                    # as strict as Postfix: a client out of step (a reused session whose last
+                    # transaction was not ended) is refused and counted, never served
+                    self.stats["sequence_errors"] += 1
+                    await self.reply(w, SEQUENCE_ERRORS[verb])
+                elif verb == b"MAIL":
+                    mail, rcpts = True, 0
+                    await self.reply(w, b"250 2.1.0 Ok\r\n")
                 elif verb == b"RCPT" and self.roll("tempfail_rcpt"):
                     await self.reply(w, b"451 4.3.0 fault: rcpt\r\n")
-                elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP", b"XCLI"):
-                    if verb == b"RCPT":
-                        rcpts += 1
-                    elif verb != b"NOOP":
-                        rcpts = 0
+                elif verb == b"RCPT":
+                    rcpts += 1
+                    await self.reply(w, b"250 2.1.5 Ok\r\n")
+                elif verb in (b"RSET", b"NOOP"):
+                    if verb == b"RSET":
+                        mail, rcpts = False, 0
                     await self.reply(w, b"250 2.0.0 Ok\r\n")
                 elif verb == b"DATA" and not rcpts:
-                    await self.reply(w, b"554 5.5.1 no valid recipients\r\n")
+                    await self.reply(w, b"554 5.5.1 Error: no valid recipients\r\n")
                 elif verb == b"DATA":
-                    rcpts = 0
+                    mail, rcpts = False, 0  # whatever the reply to the message, it ends here
                     await self.reply(w, b"354 go ahead\r\n")
                     await w.drain()
                     data = await r.readuntil(b"\r\n.\r\n")
@@ -127,6 +146,12 @@ class Sink:
                     await asyncio.wait_for(stop.wait(), 1.0)
                 self.out.flush()
         self.out.flush()
+
+
+def read_stats(log: Path) -> dict[str, int]:
+    """The JSON object the sink printed when it stopped (the last such line of its log)."""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("{")]
+    return dict(json.loads(lines[-1])) if lines else {}
 
 
 @dataclass(frozen=True)

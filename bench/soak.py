@@ -26,7 +26,8 @@ over the interval, from spamgate_event_loop_lag_seconds on /metrics), the store'
   the largest size seen in the first half of the time after the warm-up (judged when that
   half is at least one ``store.purge_interval`` long; see bench/README.md for why);
 - any message a client got 250 for is missing at the sink, or any session hangs (no end
-  within ``--session-timeout``).
+  within ``--session-timeout``), or the sink refused any command as out of sequence (a nested
+  MAIL, RCPT or DATA outside a transaction: spamgate reused a downstream session out of step).
 
     .venv/bin/python bench/soak.py [--minutes 30] [--warmup 5] [--rate R]
 
@@ -49,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import realmail
-from faultsink import read_delivered, reconcile
+from faultsink import read_delivered, read_stats, reconcile
 from honest import ADMIN, HONEST_CONFIG, honest_env
 from loadgen import loadgen, read_acked
 from measure import machine, tree_pids, tree_rss_kb
@@ -72,6 +73,7 @@ CRITERIA = (
     "must span one store.purge_interval, else not judged)",
     "no message acknowledged to the client (250 after DATA) missing at the sink",
     "no session hung",
+    "no command out of sequence at the sink (a downstream session reused out of step: 503)",
 )
 
 
@@ -121,6 +123,7 @@ def verdict(
     lost: int,
     hung: int,
     purge_interval_s: float = PURGE_INTERVAL_S,
+    sequence_errors: int = 0,
 ) -> dict[str, Any]:
     """PASS/FAIL of a soak: ``failures`` is empty when it passed; ``criteria`` says what was checked."""
     after = [s for s in samples if s["t"] >= warmup_s]
@@ -142,6 +145,8 @@ def verdict(
         res["failures"].append(f"{lost} acknowledged messages missing at the sink")
     if hung:
         res["failures"].append(f"{hung} sessions hung")
+    if sequence_errors:
+        res["failures"].append(f"{sequence_errors} commands out of sequence at the sink (503)")
     return res
 
 
@@ -282,7 +287,12 @@ def main() -> int:
     stored, dup = read_delivered([rundir / "delivered"])
     delivered = {k: v for k, v in stored.items() if k.startswith("soak.")}
     rec = reconcile(acked, delivered)
-    res = verdict(samples, args.warmup * 60, len(rec["lost"]), result["hung"])
+    sink_stats = read_stats(rundir / "sink.log")
+    res = verdict(
+        samples, args.warmup * 60, len(rec["lost"]), result["hung"],
+        sequence_errors=sink_stats.get("sequence_errors", 0),
+    )  # fmt: skip
+    res["sink"] = sink_stats
     res.update(load=result, rate=rate, idle_after=idle, acked=len(acked), delivered=len(delivered))
     # delivered downstream but not acknowledged to the client (the client would send it again)
     res["delivered_not_acked"] = len(rec["stored_noreply"]) + len(rec["replied_not_acked"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -64,6 +65,8 @@ def problems(
 ) -> list[str]:
     """Everything that would make the load generator's or the sink's account untrue."""
     out = []
+    if stats.get("sequence_errors"):
+        out.append(f"{stats['sequence_errors']} commands out of sequence at the sink")
     rec = faultsink.reconcile(acked, delivered)
     if rec["lost"]:
         out.append(f"acknowledged but not at the sink: {rec['lost'][:5]}")
@@ -113,6 +116,7 @@ def test_loadgen_and_faultsink_agree(run: dict[str, Any]) -> None:
         (res, stats, {**acked, some: "127.0.0.1"}, delivered),  # another source address
         ({**res, "errors": res["errors"] - 1}, stats, acked, delivered),  # a message uncounted
         ({**res, "tempfail": res["tempfail"] + 1, "count": COUNT + 1}, stats, acked, delivered),
+        (res, {**stats, "sequence_errors": 1}, acked, delivered),  # a client out of step
     ]
     for case in tampered:
         assert problems(*case), case[0]
@@ -178,6 +182,52 @@ def test_verdict_fails(kw: dict[str, Any], lost: int, hung: int, failure: str) -
     v = soak.verdict(samples(**kw), WARMUP_S, lost, hung)
     assert len(v["failures"]) == 1, v["failures"]
     assert v["failures"][0].startswith(failure), v["failures"]
+
+
+def test_verdict_fails_on_commands_out_of_sequence() -> None:
+    v = soak.verdict(samples(), WARMUP_S, 0, 0, sequence_errors=2)
+    assert v["failures"] == ["2 commands out of sequence at the sink (503)"]
+
+
+def test_faultsink_is_as_strict_as_postfix(tmp_path: Path) -> None:
+    """A nested MAIL, RCPT or DATA outside a transaction gets Postfix's 503 and is counted; a
+    transaction ends at its end of data (whatever the reply) and at RSET, not before."""
+    port = free_port()
+    argv = [sys.executable, str(BENCH / "faultsink.py"), "--port", str(port)]
+    sink = subprocess.Popen([*argv, "--delivered", str(tmp_path / "d")], stdout=subprocess.PIPE)
+
+    try:
+        wait_port("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s, s.makefile("rwb") as f:
+
+            def cmd(line: bytes) -> bytes:
+                f.write(line + b"\r\n")
+                f.flush()
+                while (reply := f.readline())[3:4] == b"-":
+                    pass
+                return reply[:3]
+
+            f.readline()
+            assert cmd(b"EHLO client.test") == b"250"
+            assert cmd(b"RCPT TO:<b@x.test>") == b"503"  # no MAIL yet
+            assert cmd(b"DATA") == b"503"
+            assert cmd(b"MAIL FROM:<a@x.test>") == b"250"
+            assert cmd(b"MAIL FROM:<a@x.test>") == b"503"  # nested
+            assert cmd(b"RCPT TO:<b@x.test>") == b"250"
+            assert cmd(b"DATA") == b"354"
+            assert cmd(b"X-Bench-Id: one\r\n\r\nbody\r\n.") == b"250"
+            assert cmd(b"RCPT TO:<b@x.test>") == b"503"  # the transaction ended with the message
+            assert cmd(b"MAIL FROM:<a@x.test>") == b"250"
+            assert cmd(b"RSET") == b"250"
+            assert cmd(b"MAIL FROM:<a@x.test>") == b"250"  # RSET ended it
+            assert cmd(b"DATA") == b"554"  # in a transaction, no recipient: PIPELINING's 554
+            assert cmd(b"QUIT") == b"221"
+        sink.send_signal(signal.SIGTERM)
+        stats = json.loads(sink.communicate(timeout=10)[0])
+    finally:
+        terminate(sink)
+    assert stats["sequence_errors"] == 4
+    assert stats["stored"] == 1
 
 
 def test_verdict_short_run_does_not_judge_the_store() -> None:
