@@ -141,8 +141,7 @@ class SqliteStore(Store):
             db = sqlite3.connect(
                 self.path, timeout=max(self.timeout, 0.05), isolation_level=None, check_same_thread=False
             )
-            db.execute(f"PRAGMA busy_timeout = {int(max(self.timeout, 0.05) * 1000)}")
-            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA journal_mode = WAL")  # set-up waits up to the timeout (connect's)
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute(_SCHEMA)
             # From here a busy database answers at once and _begin waits: SQLite's own busy
@@ -241,12 +240,15 @@ class SqliteStore(Store):
     def _end_group(
         self, group: list[tuple[Callable[[_SqlKV], Any], asyncio.Future[Any]]], done: asyncio.Future[Any]
     ) -> None:
-        exc = done.exception() if not done.cancelled() else asyncio.CancelledError()
-        results: list[tuple[bool, Any]] = [] if exc is not None else done.result()
+        cancelled = done.cancelled()
+        exc = None if cancelled else done.exception()
+        results: list[tuple[bool, Any]] = [] if cancelled or exc is not None else done.result()
         for i, (_, fut) in enumerate(group):
             if fut.done():
                 continue
-            if exc is not None:
+            if cancelled:
+                fut.cancel()
+            elif exc is not None:
                 fut.set_exception(exc)
             elif results[i][0]:
                 fut.set_result(results[i][1])
