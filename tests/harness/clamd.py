@@ -13,13 +13,12 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.proc import free_port, terminate
+from tests.harness.proc import free_port, spawn_until_ready, terminate
 
 CLAMD = shutil.which("clamd") or "/usr/sbin/clamd"
 VIRUS = b"SPAMGATE-TEST-VIRUS-4f1c9e2a-NOT-A-REAL-ONE"
@@ -68,16 +67,9 @@ class Clamd:
 
     def start(self) -> Clamd:
         conf = self.write_config()
-        out = open(self.dir / "clamd.out", "ab")  # noqa: SIM115 - kept by the process
-        self.proc = subprocess.Popen([CLAMD, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        deadline = time.monotonic() + 30
-        while not self.ping():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"clamd exited: {(self.dir / 'clamd.out').read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("clamd did not answer PING")
-            time.sleep(0.05)
+        self.proc = spawn_until_ready(
+            "clamd", [CLAMD, "-c", str(conf)], self.dir / "clamd.out", self.ping, 30, interval=0.05
+        )
         return self
 
     def ping(self) -> bool:

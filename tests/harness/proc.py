@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ def terminate(proc: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def spawn_until_ready(
+    name: str, args: list[str], log: Path, ready: Callable[[], bool], timeout: float, interval: float = 0.1
+) -> subprocess.Popen[bytes]:
+    """Start a server the tests need (its output appended to ``log``) and poll ``ready`` until it
+    answers; if it exits or stays silent past ``timeout``, stop it and raise with its log's tail."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            terminate(proc)
+            raise RuntimeError(f"{name} did not start ({args[0]}): {log.read_text(errors='replace')[-2000:]}")
+        time.sleep(interval)
+    return proc
 
 
 _HELD: list[socket.socket] = []

@@ -16,14 +16,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.proc import free_port, terminate
+from tests.harness.proc import free_port, spawn_until_ready, terminate
 
 RSPAMD = shutil.which("rspamd") or "/usr/bin/rspamd"
 
@@ -82,16 +81,7 @@ class Rspamd:
         args += [f"--var=DBDIR={d}", f"--var=RUNDIR={d}", f"--var=LOGDIR={d}"]
         if os.geteuid() == 0:
             args += ["-i", "-u", "root", "-g", "root"]
-        out = open(self.dir / "rspamd.out", "ab")  # noqa: SIM115 - kept by the process
-        self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-        deadline = time.monotonic() + 90
-        while not self.ping():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"rspamd exited: {(self.dir / 'rspamd.out').read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("rspamd did not answer /ping")
-            time.sleep(0.1)
+        self.proc = spawn_until_ready("rspamd", args, self.dir / "rspamd.out", self.ping, 90)
         return self
 
     def ping(self) -> bool:

@@ -12,13 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.proc import free_port, terminate
+from tests.harness.proc import free_port, spawn_until_ready, terminate
 
 SPAMD = shutil.which("spamd") or "/usr/sbin/spamd"
 
@@ -48,16 +47,7 @@ class Spamd:
         ]
         if os.geteuid() == 0:
             args += ["-u", "nobody"]  # spamd refuses to run its children as root
-        log = open(self.dir / "spamd.log", "ab")  # noqa: SIM115 - kept by the process
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + 60
-        while not self.ping():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"spamd exited: {(self.dir / 'spamd.log').read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("spamd did not answer PING")
-            time.sleep(0.1)
+        self.proc = spawn_until_ready("spamd", args, self.dir / "spamd.log", self.ping, 60)
         return self
 
     def ping(self) -> bool:
